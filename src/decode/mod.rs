@@ -1,0 +1,480 @@
+//! Decoding: one captured frame in, one small owned [`PacketSummary`] (or a counted
+//! [`DecodeError`]) out.
+//!
+//! Contract: [`decode`] never panics and never allocates; it reads only bytes it has checked
+//! are there. A frame cut short by the snap length (`caplen < orig_len`) yields whatever its
+//! headers still hold, flagged `truncated`; a frame whose IP header is incomplete or malformed is
+//! an error, counted by kind in [`DecodeStats`]. IP fragments are data: a first fragment
+//! carries its ports, a later one only its [`Fragment`] identity, never ports read from its
+//! payload. Everything above this module (flows, rules) sees summaries, never bytes.
+//!
+//! Link layers are ours (see [`link`]); IPv4 with options and IPv6 with its extension headers
+//! are sliced by `etherparse`'s lax parser; TCP, UDP and ICMP fields are read by hand because a
+//! truncated TCP header still has its ports and flags.
+
+pub mod link;
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use etherparse::{ip_number, Ipv6ExtensionSlice, LaxIpSlice};
+
+use crate::time::Timestamp;
+
+pub use link::linktype;
+
+/// Up to three VLAN ids, outermost first.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Vlans {
+    ids: [u16; link::MAX_VLAN_TAGS],
+    len: u8,
+}
+
+impl Vlans {
+    /// No tags.
+    pub const NONE: Vlans = Vlans {
+        ids: [0; link::MAX_VLAN_TAGS],
+        len: 0,
+    };
+
+    /// From a list of ids (at most three are kept).
+    pub fn from_ids(ids: &[u16]) -> Vlans {
+        let mut v = Vlans::NONE;
+        for &id in ids.iter().take(link::MAX_VLAN_TAGS) {
+            v.push(id);
+        }
+        v
+    }
+
+    /// The ids, outermost first.
+    pub fn as_slice(&self) -> &[u16] {
+        &self.ids[..usize::from(self.len)]
+    }
+
+    /// Number of tags.
+    pub fn len(&self) -> usize {
+        usize::from(self.len)
+    }
+
+    /// Whether the frame was untagged.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn push(&mut self, id: u16) {
+        if let Some(slot) = self.ids.get_mut(usize::from(self.len)) {
+            *slot = id;
+            self.len += 1;
+        }
+    }
+}
+
+/// IP protocol numbers we name.
+pub mod proto {
+    pub const ICMP: u8 = 1;
+    pub const TCP: u8 = 6;
+    pub const UDP: u8 = 17;
+    pub const ICMPV6: u8 = 58;
+    pub const SCTP: u8 = 132;
+
+    /// The EVE name of a protocol (`TCP`, `UDP`, `ICMP`, `IPv6-ICMP`), if it has one.
+    pub fn name(p: u8) -> Option<&'static str> {
+        match p {
+            TCP => Some("TCP"),
+            UDP => Some("UDP"),
+            ICMP => Some("ICMP"),
+            ICMPV6 => Some("IPv6-ICMP"),
+            SCTP => Some("SCTP"),
+            _ => None,
+        }
+    }
+}
+
+/// TCP flag bits as in the header's 13th byte (NS, the 9th bit, is left out).
+pub mod tcp_flags {
+    pub const FIN: u8 = 0x01;
+    pub const SYN: u8 = 0x02;
+    pub const RST: u8 = 0x04;
+    pub const PSH: u8 = 0x08;
+    pub const ACK: u8 = 0x10;
+    pub const URG: u8 = 0x20;
+    pub const ECE: u8 = 0x40;
+    pub const CWR: u8 = 0x80;
+
+    /// SYN set, ACK and RST clear: a connection attempt, whatever ECN or other bits say.
+    pub fn is_pure_syn(flags: u8) -> bool {
+        flags & (SYN | ACK | RST) == SYN
+    }
+}
+
+/// What the transport layer told us.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// TCP, UDP or SCTP ports (TCP flags are in [`PacketSummary::tcp_flags`]).
+    Ports { src: u16, dst: u16 },
+    /// ICMP or ICMPv6 type and code.
+    Icmp { icmp_type: u8, code: u8 },
+    /// A protocol without ports, or a later fragment.
+    None,
+}
+
+/// An IP fragment's identity: later fragments find their flow by it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Fragment {
+    /// IPv4 identification (16 bits) or IPv6 fragment header identification.
+    pub id: u32,
+    /// Offset in 8-byte units; 0 for the first fragment.
+    pub offset: u16,
+    /// More fragments follow.
+    pub more: bool,
+}
+
+/// The owned summary of one packet: all the rules and the flow table ever see.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PacketSummary {
+    /// Capture time.
+    pub ts: Timestamp,
+    /// 1-based number of the packet in its file (EVE's `pcap_cnt`).
+    pub pcap_cnt: u64,
+    /// Data-link type it was read with.
+    pub linktype: u16,
+    /// Length on the wire.
+    pub orig_len: u32,
+    /// IP-layer length: the IPv4 total length or the IPv6 payload length + 40; what was
+    /// captured when the header's length is zero (TSO, jumbograms).
+    pub ip_len: u32,
+    /// VLAN tags, outermost first.
+    pub vlans: Vlans,
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    /// IP protocol number of the transport (after IPv6 extension headers).
+    pub proto: u8,
+    pub transport: Transport,
+    /// TCP flags (0 for other protocols or when the header was cut before them).
+    pub tcp_flags: u8,
+    /// Set when the packet is an IP fragment (first or later).
+    pub fragment: Option<Fragment>,
+    /// The frame was cut short (by snap length or its own length fields).
+    pub truncated: bool,
+}
+
+/// Why a frame produced no summary. Each kind is counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecodeError {
+    /// Not IP: ARP, LLDP, 802.3 LLC, and the like (by ethertype; 0 for an unknown address
+    /// family on a loopback link). Normal traffic, not a fault.
+    NotIp(u16),
+    /// The frame ends inside its link-layer header or a VLAN tag.
+    LinkTruncated,
+    /// More than three VLAN tags.
+    TooManyVlanTags,
+    /// The IP version nibble is neither 4 nor 6.
+    IpVersion,
+    /// The frame ends inside the IP header (or its mandatory part).
+    IpTruncated,
+    /// An IP header that cannot be right (IHL below 5, an extension header that does not parse).
+    IpMalformed,
+    /// The frame ends before the transport ports of a first fragment or unfragmented packet.
+    TransportTruncated,
+    /// A TCP data offset below 5 words.
+    TcpMalformed,
+    /// A link type we do not decode (the file is refused before reading, so this only
+    /// counts frames a caller hands us regardless).
+    UnsupportedLinkType(i32),
+}
+
+/// Counters for every decode outcome.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DecodeStats {
+    pub ipv4: u64,
+    pub ipv6: u64,
+    pub vlan_tagged: u64,
+    pub truncated: u64,
+    pub fragments_first: u64,
+    pub fragments_later: u64,
+    pub not_ip: u64,
+    pub link_truncated: u64,
+    pub too_many_vlan_tags: u64,
+    pub ip_version: u64,
+    pub ip_truncated: u64,
+    pub ip_malformed: u64,
+    pub transport_truncated: u64,
+    pub tcp_malformed: u64,
+    pub unsupported_linktype: u64,
+}
+
+impl DecodeStats {
+    /// Counts one outcome.
+    pub fn record(&mut self, r: &Result<PacketSummary, DecodeError>) {
+        match r {
+            Ok(s) => {
+                if s.src.is_ipv4() {
+                    self.ipv4 += 1;
+                } else {
+                    self.ipv6 += 1;
+                }
+                self.vlan_tagged += u64::from(!s.vlans.is_empty());
+                self.truncated += u64::from(s.truncated);
+                match s.fragment {
+                    Some(f) if f.offset == 0 => self.fragments_first += 1,
+                    Some(_) => self.fragments_later += 1,
+                    None => {}
+                }
+            }
+            Err(e) => *self.error_slot(*e) += 1,
+        }
+    }
+
+    fn error_slot(&mut self, e: DecodeError) -> &mut u64 {
+        match e {
+            DecodeError::NotIp(_) => &mut self.not_ip,
+            DecodeError::LinkTruncated => &mut self.link_truncated,
+            DecodeError::TooManyVlanTags => &mut self.too_many_vlan_tags,
+            DecodeError::IpVersion => &mut self.ip_version,
+            DecodeError::IpTruncated => &mut self.ip_truncated,
+            DecodeError::IpMalformed => &mut self.ip_malformed,
+            DecodeError::TransportTruncated => &mut self.transport_truncated,
+            DecodeError::TcpMalformed => &mut self.tcp_malformed,
+            DecodeError::UnsupportedLinkType(_) => &mut self.unsupported_linktype,
+        }
+    }
+
+    /// Adds another set of counters (per-file or per-worker totals).
+    pub fn merge(&mut self, o: &DecodeStats) {
+        let DecodeStats {
+            ipv4,
+            ipv6,
+            vlan_tagged,
+            truncated,
+            fragments_first,
+            fragments_later,
+            not_ip,
+            link_truncated,
+            too_many_vlan_tags,
+            ip_version,
+            ip_truncated,
+            ip_malformed,
+            transport_truncated,
+            tcp_malformed,
+            unsupported_linktype,
+        } = o;
+        self.ipv4 += ipv4;
+        self.ipv6 += ipv6;
+        self.vlan_tagged += vlan_tagged;
+        self.truncated += truncated;
+        self.fragments_first += fragments_first;
+        self.fragments_later += fragments_later;
+        self.not_ip += not_ip;
+        self.link_truncated += link_truncated;
+        self.too_many_vlan_tags += too_many_vlan_tags;
+        self.ip_version += ip_version;
+        self.ip_truncated += ip_truncated;
+        self.ip_malformed += ip_malformed;
+        self.transport_truncated += transport_truncated;
+        self.tcp_malformed += tcp_malformed;
+        self.unsupported_linktype += unsupported_linktype;
+    }
+
+    /// Name/value pairs in a fixed order, for the summary.
+    pub fn fields(&self) -> [(&'static str, u64); 15] {
+        [
+            ("ipv4", self.ipv4),
+            ("ipv6", self.ipv6),
+            ("vlan_tagged", self.vlan_tagged),
+            ("truncated", self.truncated),
+            ("fragments_first", self.fragments_first),
+            ("fragments_later", self.fragments_later),
+            ("not_ip", self.not_ip),
+            ("link_truncated", self.link_truncated),
+            ("too_many_vlan_tags", self.too_many_vlan_tags),
+            ("bad_ip_version", self.ip_version),
+            ("ip_truncated", self.ip_truncated),
+            ("ip_malformed", self.ip_malformed),
+            ("transport_truncated", self.transport_truncated),
+            ("tcp_malformed", self.tcp_malformed),
+            ("unsupported_linktype", self.unsupported_linktype),
+        ]
+    }
+}
+
+/// A captured frame as the capture layer hands it over: borrowed bytes plus their metadata.
+#[derive(Clone, Copy, Debug)]
+pub struct Frame<'a> {
+    pub ts: Timestamp,
+    pub linktype: i32,
+    /// Length on the wire (`len` in the record header).
+    pub orig_len: u32,
+    /// The captured bytes (`caplen` of them).
+    pub data: &'a [u8],
+    /// 1-based packet number in its file.
+    pub pcap_cnt: u64,
+}
+
+/// Decodes one frame.
+pub fn decode(frame: &Frame<'_>) -> Result<PacketSummary, DecodeError> {
+    let mut vlans = Vlans::NONE;
+    let offset = match link::network(frame.linktype, frame.data, &mut vlans)? {
+        link::Network::Ip { offset } => offset,
+        link::Network::Other { ethertype } => return Err(DecodeError::NotIp(ethertype)),
+    };
+    let ip_bytes = frame.data.get(offset..).ok_or(DecodeError::LinkTruncated)?;
+    let mut s = decode_ip(ip_bytes)?;
+    s.ts = frame.ts;
+    s.pcap_cnt = frame.pcap_cnt;
+    s.linktype = u16::try_from(frame.linktype).unwrap_or(u16::MAX);
+    s.orig_len = frame.orig_len;
+    s.vlans = vlans;
+    s.truncated |= (frame.data.len() as u64) < u64::from(frame.orig_len);
+    Ok(s)
+}
+
+/// Decodes an IP packet (IPv4 or IPv6 by its version nibble) and its transport header.
+/// Time, link fields and VLANs are left at their defaults for [`decode`] to fill in.
+pub fn decode_ip(bytes: &[u8]) -> Result<PacketSummary, DecodeError> {
+    use etherparse::err::ip::{HeaderError, LaxHeaderSliceError};
+    let (ip, stop) = LaxIpSlice::from_slice(bytes).map_err(|e| match e {
+        LaxHeaderSliceError::Len(_) => DecodeError::IpTruncated,
+        LaxHeaderSliceError::Content(HeaderError::UnsupportedIpVersion { .. }) => {
+            DecodeError::IpVersion
+        }
+        LaxHeaderSliceError::Content(_) => DecodeError::IpMalformed,
+    })?;
+    if let Some((err, _layer)) = stop {
+        // An extension header (IPv6 ext or IPv4 AH) is cut off or malformed: we cannot tell
+        // which transport follows, so there is nothing reliable to summarise.
+        use etherparse::err::ipv6_exts::HeaderSliceError;
+        return Err(match err {
+            HeaderSliceError::Len(_) => DecodeError::IpTruncated,
+            HeaderSliceError::Content(_) => DecodeError::IpMalformed,
+        });
+    }
+    let payload = ip.payload();
+    let (src, dst, ip_len, fragment) = match &ip {
+        LaxIpSlice::Ipv4(v4) => {
+            let h = v4.header();
+            let fragment = h.is_fragmenting_payload().then(|| Fragment {
+                id: u32::from(h.identification()),
+                offset: h.fragments_offset().value(),
+                more: h.more_fragments(),
+            });
+            let total = u32::from(h.total_len());
+            let ip_len = if total >= u32::from(h.ihl()) * 4 {
+                total
+            } else {
+                bytes.len() as u32
+            };
+            (
+                IpAddr::V4(Ipv4Addr::from(h.source())),
+                IpAddr::V4(Ipv4Addr::from(h.destination())),
+                ip_len,
+                fragment,
+            )
+        }
+        LaxIpSlice::Ipv6(v6) => {
+            let h = v6.header();
+            let fragment = v6.extensions().clone().into_iter().find_map(|ext| match ext {
+                Ipv6ExtensionSlice::Fragment(f)
+                    if f.more_fragments() || f.fragment_offset().value() != 0 =>
+                {
+                    Some(Fragment {
+                        id: f.identification(),
+                        offset: f.fragment_offset().value(),
+                        more: f.more_fragments(),
+                    })
+                }
+                _ => None,
+            });
+            let plen = u32::from(h.payload_length());
+            let ip_len = if plen == 0 {
+                bytes.len() as u32
+            } else {
+                plen + 40
+            };
+            (
+                IpAddr::V6(Ipv6Addr::from(h.source())),
+                IpAddr::V6(Ipv6Addr::from(h.destination())),
+                ip_len,
+                fragment,
+            )
+        }
+    };
+    let proto = payload.ip_number.0;
+    let later_fragment = fragment.is_some_and(|f| f.offset != 0);
+    let (transport, tcp_flags, transport_cut) = if later_fragment {
+        (Transport::None, 0, false)
+    } else {
+        decode_transport(proto, payload.payload)?
+    };
+    Ok(PacketSummary {
+        ts: Timestamp::default(),
+        pcap_cnt: 0,
+        linktype: 0,
+        orig_len: 0,
+        ip_len,
+        vlans: Vlans::NONE,
+        src,
+        dst,
+        proto,
+        transport,
+        tcp_flags,
+        fragment,
+        truncated: payload.incomplete || transport_cut,
+    })
+}
+
+mod field {
+    pub type Field = core::ops::Range<usize>;
+    /// TCP, UDP and SCTP all start with source and destination port.
+    pub const SRC_PORT: Field = 0..2;
+    pub const DST_PORT: Field = 2..4;
+    /// TCP data offset (high nibble) and flags.
+    pub const TCP_DATA_OFFSET: usize = 12;
+    pub const TCP_FLAGS: usize = 13;
+    pub const TCP_MIN_LEN: usize = 20;
+    pub const UDP_LEN: usize = 8;
+    /// ICMP and ICMPv6: type, code.
+    pub const ICMP_TYPE: usize = 0;
+    pub const ICMP_CODE: usize = 1;
+}
+
+/// Reads ports/flags or ICMP type/code. Returns the transport, TCP flags, and whether the
+/// header was cut short (but still usable).
+fn decode_transport(proto: u8, p: &[u8]) -> Result<(Transport, u8, bool), DecodeError> {
+    let ports = |p: &[u8]| -> Option<Transport> {
+        let s = p.get(field::SRC_PORT)?;
+        let d = p.get(field::DST_PORT)?;
+        Some(Transport::Ports {
+            src: u16::from_be_bytes([s[0], s[1]]),
+            dst: u16::from_be_bytes([d[0], d[1]]),
+        })
+    };
+    match proto {
+        x if x == ip_number::TCP.0 => {
+            let t = ports(p).ok_or(DecodeError::TransportTruncated)?;
+            match (p.get(field::TCP_DATA_OFFSET), p.get(field::TCP_FLAGS)) {
+                (Some(&off), Some(&flags)) => {
+                    if off >> 4 < 5 {
+                        return Err(DecodeError::TcpMalformed);
+                    }
+                    let cut = p.len() < field::TCP_MIN_LEN.max(usize::from(off >> 4) * 4);
+                    Ok((t, flags, cut))
+                }
+                // Ports but no flags: the flow is still known.
+                _ => Ok((t, 0, true)),
+            }
+        }
+        x if x == ip_number::UDP.0 || x == ip_number::SCTP.0 => {
+            let t = ports(p).ok_or(DecodeError::TransportTruncated)?;
+            Ok((t, 0, x == ip_number::UDP.0 && p.len() < field::UDP_LEN))
+        }
+        x if x == ip_number::ICMP.0 || x == ip_number::IPV6_ICMP.0 => {
+            match (p.get(field::ICMP_TYPE), p.get(field::ICMP_CODE)) {
+                (Some(&icmp_type), Some(&code)) => Ok((Transport::Icmp { icmp_type, code }, 0, false)),
+                _ => Err(DecodeError::TransportTruncated),
+            }
+        }
+        _ => Ok((Transport::None, 0, false)),
+    }
+}
+
+#[cfg(test)]
+mod tests;

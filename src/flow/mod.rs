@@ -1,0 +1,599 @@
+//! Flow tracking on packet time.
+//!
+//! Contract: [`FlowTable::track`] maps every non-fragment (or first-fragment) packet to exactly
+//! one flow, creating it if needed, and later fragments to the flow of their first fragment (or
+//! to none). Flows are keyed by VLAN ids, protocol and both endpoints, direction-normalised
+//! ([`FlowKey`]); the initiator is the sender of the first packet seen, or the receiver of a
+//! TCP SYN+ACK seen first. Flows idle longer than their class's timeout expire; a TCP flow that
+//! saw RST or FIN from both sides is *closed* and a pure SYN on its tuple starts a new flow. The
+//! table never holds more than `max_flows` flows: the longest-idle one is evicted first.
+//!
+//! Every operation is O(1): flows live in a slab, each timeout class keeps an intrusive list in
+//! last-activity order, so expiry pops list fronts and eviction compares six of them. Nothing
+//! iterates a hash map, so the order of ended flows (and everything derived from it) is the same
+//! on every run.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+
+use crate::decode::{proto, tcp_flags, PacketSummary, Transport, Vlans};
+use crate::time::{Duration, Timestamp};
+
+/// One side of a flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Endpoint {
+    pub addr: IpAddr,
+    /// Port, or for ICMP the Community ID port equivalent of type/code; 0 without ports.
+    pub port: u16,
+}
+
+/// A direction-normalised flow key: `lo <= hi`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub vlans: Vlans,
+    pub proto: u8,
+    pub lo: Endpoint,
+    pub hi: Endpoint,
+}
+
+impl FlowKey {
+    /// The key of a packet, and whether its sender is `lo`.
+    pub fn of(p: &PacketSummary) -> (FlowKey, bool) {
+        let (sp, dp) = match p.transport {
+            Transport::Ports { src, dst } => (src, dst),
+            Transport::Icmp { icmp_type, code } => {
+                let (s, d, _) = crate::community_id::icmp_port_equivalents(
+                    icmp_type,
+                    code,
+                    p.proto == proto::ICMPV6,
+                );
+                (s, d)
+            }
+            Transport::None => (0, 0),
+        };
+        let a = Endpoint {
+            addr: p.src,
+            port: sp,
+        };
+        let b = Endpoint {
+            addr: p.dst,
+            port: dp,
+        };
+        let from_lo = a <= b;
+        let (lo, hi) = if from_lo { (a, b) } else { (b, a) };
+        (
+            FlowKey {
+                vlans: p.vlans,
+                proto: p.proto,
+                lo,
+                hi,
+            },
+            from_lo,
+        )
+    }
+}
+
+/// Packet direction relative to the flow's initiator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// From the initiator (client) to the responder (server).
+    ToServer = 0,
+    /// From the responder back.
+    ToClient = 1,
+}
+
+/// Where a flow stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlowState {
+    /// Packets seen from one side only.
+    New,
+    /// Packets seen from both sides.
+    Established,
+    /// TCP: RST, or FIN from both sides. Stragglers still join it; a pure SYN starts anew.
+    Closed,
+}
+
+/// Why a flow left the table (or closed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndReason {
+    /// Idle longer than its timeout.
+    Timeout,
+    /// Both sides sent FIN.
+    Fin,
+    /// A RST was seen.
+    Rst,
+    /// Pushed out of a full table.
+    Evicted,
+    /// Still alive at the end of input.
+    Shutdown,
+}
+
+impl EndReason {
+    /// Lower-case name, as in flow records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::Timeout => "timeout",
+            EndReason::Fin => "fin",
+            EndReason::Rst => "rst",
+            EndReason::Evicted => "evicted",
+            EndReason::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// A tracked flow.
+#[derive(Clone, Debug)]
+pub struct Flow {
+    pub key: FlowKey,
+    /// Sequence number of creation (1-based); unique for the life of the table.
+    pub id: u64,
+    /// Whether the initiator is `key.lo`.
+    pub initiator_is_lo: bool,
+    pub first_seen: Timestamp,
+    pub last_seen: Timestamp,
+    /// Packets, indexed by [`Direction`].
+    pub pkts: [u64; 2],
+    /// IP-layer bytes, indexed by [`Direction`].
+    pub bytes: [u64; 2],
+    /// TCP flags seen, indexed by [`Direction`].
+    pub tcp_flags: [u8; 2],
+    pub state: FlowState,
+    /// Why it closed (RST or FIN), once closed.
+    pub close_reason: Option<EndReason>,
+    /// A pure SYN was already seen (new-connection rules fire only on the first).
+    pub syn_seen: bool,
+    // Intrusive list links within the flow's timeout class.
+    class: u8,
+    prev: u32,
+    next: u32,
+}
+
+impl Flow {
+    /// The initiator's endpoint.
+    pub fn initiator(&self) -> Endpoint {
+        if self.initiator_is_lo {
+            self.key.lo
+        } else {
+            self.key.hi
+        }
+    }
+
+    /// The responder's endpoint.
+    pub fn responder(&self) -> Endpoint {
+        if self.initiator_is_lo {
+            self.key.hi
+        } else {
+            self.key.lo
+        }
+    }
+}
+
+/// Idle timeouts and the size cap, from a rules file's `[flow]` table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowConfig {
+    pub tcp_new: Duration,
+    pub tcp_established: Duration,
+    pub tcp_closed: Duration,
+    pub udp: Duration,
+    pub icmp: Duration,
+    pub other: Duration,
+    /// How long a first fragment's identity is kept for its later fragments.
+    pub fragment: Duration,
+    pub max_flows: usize,
+}
+
+impl Default for FlowConfig {
+    /// In the spirit of Suricata's defaults.
+    fn default() -> Self {
+        FlowConfig {
+            tcp_new: Duration::from_secs(60),
+            tcp_established: Duration::from_secs(600),
+            tcp_closed: Duration::from_secs(60),
+            udp: Duration::from_secs(300),
+            icmp: Duration::from_secs(60),
+            other: Duration::from_secs(60),
+            fragment: Duration::from_secs(60),
+            max_flows: 1_000_000,
+        }
+    }
+}
+
+/// The timeout classes; each keeps its flows in last-activity order.
+const CLASS_TCP_NEW: u8 = 0;
+const CLASS_TCP_EST: u8 = 1;
+const CLASS_TCP_CLOSED: u8 = 2;
+const CLASS_UDP: u8 = 3;
+const CLASS_ICMP: u8 = 4;
+const CLASS_OTHER: u8 = 5;
+const CLASSES: usize = 6;
+const NIL: u32 = u32::MAX;
+
+/// Cap on remembered first fragments, so a fragment flood cannot grow memory.
+const MAX_FRAGMENTS: usize = 65_536;
+
+/// Counters of the table's life.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FlowStats {
+    pub created: u64,
+    pub expired: u64,
+    pub evicted: u64,
+    /// Flows ended by a new SYN on a closed tuple.
+    pub reused: u64,
+    /// TCP flows that closed by FIN or RST.
+    pub closed: u64,
+    pub peak: u64,
+    /// Later fragments whose first fragment was not seen (or whose flow is gone).
+    pub orphan_fragments: u64,
+}
+
+/// What [`FlowTable::track`] did with a packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tracked {
+    /// Slot of the flow, for [`FlowTable::get`].
+    pub slot: u32,
+    pub direction: Direction,
+    /// This packet created the flow.
+    pub created: bool,
+    /// This packet is the flow's first pure SYN.
+    pub first_syn: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct FragKey {
+    vlans: Vlans,
+    src: IpAddr,
+    dst: IpAddr,
+    proto: u8,
+    id: u32,
+}
+
+/// The flow table.
+pub struct FlowTable {
+    cfg: FlowConfig,
+    timeouts: [Duration; CLASSES],
+    map: HashMap<FlowKey, u32>,
+    slab: Vec<Option<Flow>>,
+    free: Vec<u32>,
+    heads: [u32; CLASSES],
+    tails: [u32; CLASSES],
+    /// Monotonic packet clock: the latest timestamp seen.
+    now: Timestamp,
+    /// Activity time used for ordering (monotonic, unlike packet timestamps).
+    activity: Vec<Timestamp>,
+    next_id: u64,
+    frags: HashMap<FragKey, (FlowKey, Timestamp)>,
+    frag_order: VecDeque<(Timestamp, FragKey)>,
+    ended: Vec<(Flow, EndReason)>,
+    stats: FlowStats,
+}
+
+impl FlowTable {
+    pub fn new(cfg: FlowConfig) -> FlowTable {
+        FlowTable {
+            timeouts: [
+                cfg.tcp_new,
+                cfg.tcp_established,
+                cfg.tcp_closed,
+                cfg.udp,
+                cfg.icmp,
+                cfg.other,
+            ],
+            cfg,
+            map: HashMap::new(),
+            slab: Vec::new(),
+            free: Vec::new(),
+            heads: [NIL; CLASSES],
+            tails: [NIL; CLASSES],
+            now: Timestamp(i64::MIN),
+            activity: Vec::new(),
+            next_id: 0,
+            frags: HashMap::new(),
+            frag_order: VecDeque::new(),
+            ended: Vec::new(),
+            stats: FlowStats::default(),
+        }
+    }
+
+    /// Flows alive now.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether no flow is alive.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> &FlowStats {
+        &self.stats
+    }
+
+    /// The packet clock (latest packet time seen).
+    pub fn now(&self) -> Timestamp {
+        self.now
+    }
+
+    /// The flow in `slot` (valid until the next mutating call).
+    pub fn get(&self, slot: u32) -> Option<&Flow> {
+        self.slab.get(slot as usize).and_then(Option::as_ref)
+    }
+
+    /// Flows that ended since the last call, in the order they ended.
+    pub fn drain_ended(&mut self) -> std::vec::Drain<'_, (Flow, EndReason)> {
+        self.ended.drain(..)
+    }
+
+    /// Advances the packet clock to `ts` (never backwards) and expires idle flows.
+    pub fn advance(&mut self, ts: Timestamp) {
+        if ts > self.now {
+            self.now = ts;
+        }
+        for class in 0..CLASSES {
+            loop {
+                let head = self.heads[class];
+                if head == NIL {
+                    break;
+                }
+                let idle = self.now.since(self.activity[head as usize]);
+                if idle <= self.timeouts[class] {
+                    break;
+                }
+                self.remove(head, EndReason::Timeout);
+                self.stats.expired += 1;
+            }
+        }
+        while let Some(&(t, fk)) = self.frag_order.front() {
+            if self.now.since(t) <= self.cfg.fragment && self.frag_order.len() <= MAX_FRAGMENTS {
+                break;
+            }
+            self.frag_order.pop_front();
+            if self.frags.get(&fk).is_some_and(|&(_, ft)| ft == t) {
+                self.frags.remove(&fk);
+            }
+        }
+    }
+
+    /// Accounts a packet to its flow (call [`FlowTable::advance`] first). Returns `None` for a
+    /// later fragment whose first fragment is unknown.
+    pub fn track(&mut self, p: &PacketSummary) -> Option<Tracked> {
+        let later_fragment = p.fragment.filter(|f| f.offset != 0);
+        let (key, from_lo) = match later_fragment {
+            Some(f) => {
+                let fk = FragKey {
+                    vlans: p.vlans,
+                    src: p.src,
+                    dst: p.dst,
+                    proto: p.proto,
+                    id: f.id,
+                };
+                match self.frags.get(&fk) {
+                    Some(&(key, _)) => (key, key.lo.addr == p.src),
+                    None => {
+                        self.stats.orphan_fragments += 1;
+                        return None;
+                    }
+                }
+            }
+            None => FlowKey::of(p),
+        };
+        if let Some(f) = p.fragment.filter(|f| f.offset == 0) {
+            let fk = FragKey {
+                vlans: p.vlans,
+                src: p.src,
+                dst: p.dst,
+                proto: p.proto,
+                id: f.id,
+            };
+            self.frags.insert(fk, (key, self.now));
+            self.frag_order.push_back((self.now, fk));
+        }
+        let pure_syn = p.proto == proto::TCP
+            && later_fragment.is_none()
+            && tcp_flags::is_pure_syn(p.tcp_flags);
+
+        let mut created = false;
+        let slot = match self.map.get(&key).copied() {
+            Some(slot) if pure_syn && self.is_closed(slot) => {
+                self.remove(slot, EndReason::Shutdown);
+                self.stats.reused += 1;
+                created = true;
+                self.insert(key, from_lo, p)
+            }
+            Some(slot) => slot,
+            None if later_fragment.is_some() => {
+                self.stats.orphan_fragments += 1;
+                return None;
+            }
+            None => {
+                created = true;
+                self.insert(key, from_lo, p)
+            }
+        };
+        let now = self.now;
+        let flow = self.slab[slot as usize].as_mut()?;
+        let direction = if from_lo == flow.initiator_is_lo {
+            Direction::ToServer
+        } else {
+            Direction::ToClient
+        };
+        let d = direction as usize;
+        flow.pkts[d] += 1;
+        flow.bytes[d] += u64::from(p.ip_len);
+        if p.ts > flow.last_seen {
+            flow.last_seen = p.ts;
+        }
+        let first_syn = pure_syn && !flow.syn_seen;
+        if pure_syn {
+            flow.syn_seen = true;
+        }
+        if p.proto == proto::TCP && later_fragment.is_none() {
+            flow.tcp_flags[d] |= p.tcp_flags;
+            if flow.state != FlowState::Closed {
+                if p.tcp_flags & tcp_flags::RST != 0 {
+                    flow.state = FlowState::Closed;
+                    flow.close_reason = Some(EndReason::Rst);
+                } else if flow.tcp_flags[0] & tcp_flags::FIN != 0
+                    && flow.tcp_flags[1] & tcp_flags::FIN != 0
+                {
+                    flow.state = FlowState::Closed;
+                    flow.close_reason = Some(EndReason::Fin);
+                }
+                if flow.state == FlowState::Closed {
+                    self.stats.closed += 1;
+                }
+            }
+        }
+        if flow.state == FlowState::New && flow.pkts[0] > 0 && flow.pkts[1] > 0 {
+            flow.state = FlowState::Established;
+        }
+        let class = class_of(flow);
+        self.touch(slot, class, now);
+        Some(Tracked {
+            slot,
+            direction,
+            created,
+            first_syn,
+        })
+    }
+
+    /// Ends every flow still alive (end of input), oldest activity first per class.
+    pub fn shutdown(&mut self) {
+        for class in 0..CLASSES {
+            while self.heads[class] != NIL {
+                self.remove(self.heads[class], EndReason::Shutdown);
+            }
+        }
+    }
+
+    fn is_closed(&self, slot: u32) -> bool {
+        self.get(slot).is_some_and(|f| f.state == FlowState::Closed)
+    }
+
+    fn insert(&mut self, key: FlowKey, from_lo: bool, p: &PacketSummary) -> u32 {
+        if self.map.len() >= self.cfg.max_flows.max(1) {
+            self.evict_longest_idle();
+        }
+        // A SYN+ACK seen first: its receiver opened the connection.
+        let synack = p.proto == proto::TCP
+            && p.fragment.is_none_or(|f| f.offset == 0)
+            && p.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK | tcp_flags::RST)
+                == tcp_flags::SYN | tcp_flags::ACK;
+        self.next_id += 1;
+        let flow = Flow {
+            key,
+            id: self.next_id,
+            initiator_is_lo: from_lo != synack,
+            first_seen: p.ts,
+            last_seen: p.ts,
+            pkts: [0; 2],
+            bytes: [0; 2],
+            tcp_flags: [0; 2],
+            state: FlowState::New,
+            close_reason: None,
+            syn_seen: false,
+            class: NIL as u8,
+            prev: NIL,
+            next: NIL,
+        };
+        let slot = match self.free.pop() {
+            Some(s) => {
+                self.slab[s as usize] = Some(flow);
+                s
+            }
+            None => {
+                self.slab.push(Some(flow));
+                self.activity.push(self.now);
+                (self.slab.len() - 1) as u32
+            }
+        };
+        self.map.insert(key, slot);
+        self.stats.created += 1;
+        self.stats.peak = self.stats.peak.max(self.map.len() as u64);
+        slot
+    }
+
+    fn evict_longest_idle(&mut self) {
+        let victim = (0..CLASSES)
+            .filter_map(|c| {
+                let h = self.heads[c];
+                (h != NIL).then(|| (self.activity[h as usize], h))
+            })
+            .min();
+        if let Some((_, slot)) = victim {
+            self.remove(slot, EndReason::Evicted);
+            self.stats.evicted += 1;
+        }
+    }
+
+    fn remove(&mut self, slot: u32, reason: EndReason) {
+        self.unlink(slot);
+        if let Some(flow) = self.slab.get_mut(slot as usize).and_then(Option::take) {
+            self.map.remove(&flow.key);
+            self.free.push(slot);
+            let reason = match (reason, flow.close_reason) {
+                // A closed flow that leaves later ended by its FIN or RST.
+                (EndReason::Timeout | EndReason::Shutdown, Some(r)) => r,
+                (r, _) => r,
+            };
+            self.ended.push((flow, reason));
+        }
+    }
+
+    /// Moves `slot` to the back of `class`'s list with activity time `now`.
+    fn touch(&mut self, slot: u32, class: u8, now: Timestamp) {
+        self.unlink(slot);
+        self.activity[slot as usize] = now;
+        let tail = self.tails[class as usize];
+        if let Some(f) = self.slab[slot as usize].as_mut() {
+            f.class = class;
+            f.prev = tail;
+            f.next = NIL;
+        }
+        if tail == NIL {
+            self.heads[class as usize] = slot;
+        } else if let Some(t) = self.slab[tail as usize].as_mut() {
+            t.next = slot;
+        }
+        self.tails[class as usize] = slot;
+    }
+
+    fn unlink(&mut self, slot: u32) {
+        let Some(f) = self.slab.get(slot as usize).and_then(Option::as_ref) else {
+            return;
+        };
+        let (class, prev, next) = (f.class, f.prev, f.next);
+        if class as usize >= CLASSES {
+            return; // not linked yet
+        }
+        if prev == NIL {
+            self.heads[class as usize] = next;
+        } else if let Some(p) = self.slab[prev as usize].as_mut() {
+            p.next = next;
+        }
+        if next == NIL {
+            self.tails[class as usize] = prev;
+        } else if let Some(n) = self.slab[next as usize].as_mut() {
+            n.prev = prev;
+        }
+        if let Some(f) = self.slab[slot as usize].as_mut() {
+            f.class = NIL as u8;
+            f.prev = NIL;
+            f.next = NIL;
+        }
+    }
+}
+
+fn class_of(f: &Flow) -> u8 {
+    match (f.key.proto, f.state) {
+        (proto::TCP, FlowState::New) => CLASS_TCP_NEW,
+        (proto::TCP, FlowState::Established) => CLASS_TCP_EST,
+        (proto::TCP, FlowState::Closed) => CLASS_TCP_CLOSED,
+        (proto::UDP, _) => CLASS_UDP,
+        (proto::ICMP | proto::ICMPV6, _) => CLASS_ICMP,
+        _ => CLASS_OTHER,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,210 @@
+//! The pipeline: a capture thread that reads and decodes, a bounded crossbeam channel of
+//! batches, and an engine thread that tracks flows, evaluates rules and writes alerts.
+//!
+//! Contract for files: nothing is dropped. When the channel is full the capture thread waits.
+//! Files are one timeline, read in the order given; an unreadable file, an unsupported link type
+//! or a damaged record is reported (file and packet number), the rest of that file is skipped,
+//! and reading goes on with the next file; every alert already found is written. A failing
+//! alert output stops everything at once and is reported; a closed pipe stops quietly.
+
+use std::io;
+use std::sync::Arc;
+use std::thread;
+use std::time::Instant;
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+
+use crate::capture::{CaptureError, FileSource};
+use crate::decode::{self, linktype, DecodeStats, PacketSummary};
+use crate::engine::{Engine, EngineStats};
+
+/// Summaries per batch: large enough to amortise the channel, small enough to keep latency.
+const BATCH: usize = 256;
+/// Batches in flight.
+const CHANNEL_BATCHES: usize = 64;
+
+enum Msg {
+    /// The following packets come from this file.
+    File(Arc<str>),
+    Batch(Vec<PacketSummary>),
+}
+
+/// What reading the files found.
+#[derive(Debug)]
+pub struct ReadReport {
+    /// Records read from all files.
+    pub packets: u64,
+    /// Bytes on the wire of those records.
+    pub bytes: u64,
+    pub decode: DecodeStats,
+    pub engine: EngineStats,
+    /// Input problems, in the order they happened.
+    pub input_errors: Vec<CaptureError>,
+    /// The alert output failed (not a closed pipe: see `output_closed`).
+    pub output_error: Option<io::Error>,
+    /// The reader of the alert output went away (e.g. `| head`).
+    pub output_closed: bool,
+    pub elapsed: std::time::Duration,
+}
+
+/// Reads `files` (paths, `-` for standard input) through `engine`. `on_error` sees each input
+/// problem as it happens (for immediate diagnostics).
+pub fn read_files(
+    files: &[String],
+    mut engine: Engine,
+    on_error: impl Fn(&CaptureError) + Send + 'static,
+) -> ReadReport {
+    let start = Instant::now();
+    let (tx, rx) = bounded::<Msg>(CHANNEL_BATCHES);
+    let (recycle_tx, recycle_rx) = bounded::<Vec<PacketSummary>>(CHANNEL_BATCHES);
+    let files = files.to_vec();
+    let capture = thread::Builder::new()
+        .name("exfilwatch-capture".into())
+        .spawn(move || capture_files(&files, &tx, &recycle_rx, &on_error))
+        .expect("spawning the capture thread");
+
+    let engine_thread = thread::Builder::new()
+        .name("exfilwatch-engine".into())
+        .spawn(move || {
+            let out = run_engine(&mut engine, &rx, &recycle_tx);
+            // Dropping the receiver here (on an output error) makes the capture thread stop.
+            drop(rx);
+            let fin = match out {
+                Ok(()) => engine.finish(),
+                Err(e) => {
+                    let _ = engine.finish();
+                    Err(e)
+                }
+            };
+            (engine.stats(), fin)
+        })
+        .expect("spawning the engine thread");
+
+    let (engine_stats, result) = match engine_thread.join() {
+        Ok(v) => v,
+        Err(panic) => std::panic::resume_unwind(panic),
+    };
+    let cap = match capture.join() {
+        Ok(v) => v,
+        Err(panic) => std::panic::resume_unwind(panic),
+    };
+    let (output_error, output_closed) = match result {
+        Ok(()) => (None, false),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => (None, true),
+        Err(e) => (Some(e), false),
+    };
+    ReadReport {
+        packets: cap.packets,
+        bytes: cap.bytes,
+        decode: cap.decode,
+        engine: engine_stats,
+        input_errors: cap.errors,
+        output_error,
+        output_closed,
+        elapsed: start.elapsed(),
+    }
+}
+
+fn run_engine(
+    engine: &mut Engine,
+    rx: &Receiver<Msg>,
+    recycle: &Sender<Vec<PacketSummary>>,
+) -> io::Result<()> {
+    let mut file: Arc<str> = Arc::from("");
+    for msg in rx {
+        match msg {
+            Msg::File(name) => file = name,
+            Msg::Batch(mut batch) => {
+                for p in &batch {
+                    engine.process(p, &file)?;
+                }
+                batch.clear();
+                let _ = recycle.try_send(batch);
+            }
+        }
+    }
+    Ok(())
+}
+
+struct CaptureTotals {
+    packets: u64,
+    bytes: u64,
+    decode: DecodeStats,
+    errors: Vec<CaptureError>,
+}
+
+fn capture_files(
+    files: &[String],
+    tx: &Sender<Msg>,
+    recycle: &Receiver<Vec<PacketSummary>>,
+    on_error: &impl Fn(&CaptureError),
+) -> CaptureTotals {
+    let mut t = CaptureTotals {
+        packets: 0,
+        bytes: 0,
+        decode: DecodeStats::default(),
+        errors: Vec::new(),
+    };
+    let fail = |t: &mut CaptureTotals, e: CaptureError| {
+        on_error(&e);
+        t.errors.push(e);
+    };
+    let new_batch = || {
+        recycle
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(BATCH))
+    };
+    for path in files {
+        let mut src = match FileSource::open(path) {
+            Ok(s) => s,
+            Err(e) => {
+                fail(&mut t, e);
+                continue;
+            }
+        };
+        let lt = src.linktype();
+        if !linktype::is_supported(lt) {
+            fail(
+                &mut t,
+                CaptureError::UnsupportedLinkType {
+                    file: path.clone(),
+                    linktype: lt,
+                    name: linktype::name(lt),
+                },
+            );
+            continue;
+        }
+        if tx.send(Msg::File(Arc::from(path.as_str()))).is_err() {
+            return t; // the engine stopped (output error)
+        }
+        let mut batch = new_batch();
+        loop {
+            match src.next_frame() {
+                Ok(Some(frame)) => {
+                    t.packets += 1;
+                    t.bytes += u64::from(frame.orig_len);
+                    let r = decode::decode(&frame);
+                    t.decode.record(&r);
+                    if let Ok(s) = r {
+                        batch.push(s);
+                        if batch.len() >= BATCH {
+                            let full = std::mem::replace(&mut batch, new_batch());
+                            if tx.send(Msg::Batch(full)).is_err() {
+                                return t;
+                            }
+                        }
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    fail(&mut t, e);
+                    break;
+                }
+            }
+        }
+        if !batch.is_empty() && tx.send(Msg::Batch(batch)).is_err() {
+            return t;
+        }
+    }
+    t
+}
