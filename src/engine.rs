@@ -105,7 +105,10 @@ impl Engine {
             let rule = &self.rules.rules[m.rule];
             let suppressed = match &rule.limit {
                 None => 0,
-                Some(limit) => match self.limiter.check(m.rule, limit, p.ts, m.src, m.dest, flow.id) {
+                Some(limit) => match self
+                    .limiter
+                    .check(m.rule, limit, p.ts, m.src, m.dest, flow.id)
+                {
                     Verdict::Emit { suppressed } => suppressed,
                     Verdict::Suppress => {
                         self.counts[m.rule].suppressed += 1;

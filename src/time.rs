@@ -17,10 +17,7 @@ pub struct Timestamp(pub i64);
 impl Timestamp {
     /// From seconds and a sub-second part already in nanoseconds.
     pub fn from_parts(secs: i64, nanos: i64) -> Timestamp {
-        Timestamp(
-            secs.saturating_mul(NANOS_PER_SEC)
-                .saturating_add(nanos),
-        )
+        Timestamp(secs.saturating_mul(NANOS_PER_SEC).saturating_add(nanos))
     }
 
     /// Whole seconds since the epoch (floor).

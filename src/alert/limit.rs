@@ -155,11 +155,20 @@ mod tests {
     fn limit_keys_are_separate() {
         let mut l = Limiter::default();
         let l1 = lim(1, 60, Track::BySrc);
-        assert_eq!(l.check(0, &l1, t(0), A, B, 1), Verdict::Emit { suppressed: 0 });
-        assert_eq!(l.check(0, &l1, t(1), B, A, 2), Verdict::Emit { suppressed: 0 });
+        assert_eq!(
+            l.check(0, &l1, t(0), A, B, 1),
+            Verdict::Emit { suppressed: 0 }
+        );
+        assert_eq!(
+            l.check(0, &l1, t(1), B, A, 2),
+            Verdict::Emit { suppressed: 0 }
+        );
         assert_eq!(l.check(0, &l1, t(2), A, B, 3), Verdict::Suppress);
         // Another rule with the same key is tracked apart.
-        assert_eq!(l.check(1, &l1, t(2), A, B, 3), Verdict::Emit { suppressed: 0 });
+        assert_eq!(
+            l.check(1, &l1, t(2), A, B, 3),
+            Verdict::Emit { suppressed: 0 }
+        );
     }
 
     #[test]
@@ -170,7 +179,10 @@ mod tests {
         l.check(0, &l1, t(1), A, B, 1);
         l.sweep(t(1000));
         assert_eq!(l.len(), 1, "a key owing a suppressed count is kept");
-        assert_eq!(l.check(0, &l1, t(1001), A, B, 1), Verdict::Emit { suppressed: 1 });
+        assert_eq!(
+            l.check(0, &l1, t(1001), A, B, 1),
+            Verdict::Emit { suppressed: 1 }
+        );
         l.sweep(t(2000));
         assert!(l.is_empty());
     }

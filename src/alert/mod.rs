@@ -85,9 +85,17 @@ fn json_str(w: &mut Vec<u8>, s: &str) -> io::Result<()> {
 
 /// Renders `a` as a JSON line (with its newline) into `w`.
 pub fn json_line(w: &mut Vec<u8>, a: &Alert<'_>) -> io::Result<()> {
-    write!(w, "{{\"timestamp\":\"{}\",\"event_type\":\"alert\",\"rule\":", a.ts)?;
+    write!(
+        w,
+        "{{\"timestamp\":\"{}\",\"event_type\":\"alert\",\"rule\":",
+        a.ts
+    )?;
     json_str(w, &a.rule.id)?;
-    write!(w, ",\"severity\":\"{}\",\"message\":", a.rule.severity.as_str())?;
+    write!(
+        w,
+        ",\"severity\":\"{}\",\"message\":",
+        a.rule.severity.as_str()
+    )?;
     json_str(w, &a.rule.message)?;
     match proto::name(a.proto) {
         Some(n) => write!(w, ",\"proto\":\"{n}\"")?,
@@ -134,13 +142,7 @@ fn endpoint(w: &mut Vec<u8>, ip: IpAddr, port: Option<u16>) -> io::Result<()> {
 /// Renders `a` as a text line:
 /// `TIMESTAMP SEVERITY RULE PROTO SRC -> DST[ vlan=ID,ID][ icmp=TYPE/CODE] MESSAGE[ (suppressed N)]`.
 pub fn text_line(w: &mut Vec<u8>, a: &Alert<'_>) -> io::Result<()> {
-    write!(
-        w,
-        "{} {} {} ",
-        a.ts,
-        a.rule.severity.as_str(),
-        a.rule.id
-    )?;
+    write!(w, "{} {} {} ", a.ts, a.rule.severity.as_str(), a.rule.id)?;
     match proto::name(a.proto) {
         Some(n) => write!(w, "{n} ")?,
         None => write!(w, "{} ", a.proto)?,

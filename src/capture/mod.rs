@@ -48,20 +48,20 @@ pub struct FileSource {
 impl FileSource {
     /// Opens `path`; `-` is standard input.
     pub fn open(path: &str) -> Result<FileSource, CaptureError> {
-        let opened = if path == "-" {
-            let fd = std::io::stdin()
-                .as_fd()
-                .try_clone_to_owned()
-                .map_err(|e| CaptureError::Open {
-                    file: path.to_string(),
-                    message: e.to_string(),
+        let opened =
+            if path == "-" {
+                let fd = std::io::stdin().as_fd().try_clone_to_owned().map_err(|e| {
+                    CaptureError::Open {
+                        file: path.to_string(),
+                        message: e.to_string(),
+                    }
                 })?;
-            // SAFETY: `fd` is a fresh duplicate of stdin that we own; libpcap takes it over
-            // (fdopen) and closes it when the capture is dropped.
-            unsafe { Capture::from_raw_fd_with_precision(fd.into_raw_fd(), Precision::Nano) }
-        } else {
-            Capture::from_file_with_precision(path, Precision::Nano)
-        };
+                // SAFETY: `fd` is a fresh duplicate of stdin that we own; libpcap takes it over
+                // (fdopen) and closes it when the capture is dropped.
+                unsafe { Capture::from_raw_fd_with_precision(fd.into_raw_fd(), Precision::Nano) }
+            } else {
+                Capture::from_file_with_precision(path, Precision::Nano)
+            };
         let cap = opened.map_err(|e| CaptureError::Open {
             file: path.to_string(),
             message: e.to_string(),
@@ -101,7 +101,8 @@ impl FileSource {
                 self.count += 1;
                 // time_t and suseconds_t are i64 on the 64-bit targets we build for.
                 #[allow(clippy::unnecessary_cast)]
-                let ts = Timestamp::from_parts(p.header.ts.tv_sec as i64, p.header.ts.tv_usec as i64);
+                let ts =
+                    Timestamp::from_parts(p.header.ts.tv_sec as i64, p.header.ts.tv_usec as i64);
                 Ok(Some(Frame {
                     ts,
                     linktype: self.linktype,

@@ -134,13 +134,11 @@ pub fn network(lt: i32, data: &[u8], vlans: &mut Vlans) -> Result<Network, Decod
             let ty = be16(data, field::SLL2_PROTO).ok_or(DecodeError::LinkTruncated)?;
             ethertype_dispatch(ty, data, field::SLL2_LEN, vlans)
         }
-        linktype::RAW_12 | linktype::RAW_14 | linktype::RAW => {
-            match data.first().map(|b| b >> 4) {
-                Some(4) | Some(6) => Ok(Network::Ip { offset: 0 }),
-                Some(_) => Err(DecodeError::IpVersion),
-                None => Err(DecodeError::LinkTruncated),
-            }
-        }
+        linktype::RAW_12 | linktype::RAW_14 | linktype::RAW => match data.first().map(|b| b >> 4) {
+            Some(4) | Some(6) => Ok(Network::Ip { offset: 0 }),
+            Some(_) => Err(DecodeError::IpVersion),
+            None => Err(DecodeError::LinkTruncated),
+        },
         linktype::IPV4 | linktype::IPV6 => Ok(Network::Ip { offset: 0 }),
         linktype::NULL | linktype::LOOP => {
             let b = data.get(field::NULL_AF).ok_or(DecodeError::LinkTruncated)?;

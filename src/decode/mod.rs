@@ -371,18 +371,22 @@ pub fn decode_ip(bytes: &[u8]) -> Result<PacketSummary, DecodeError> {
         }
         LaxIpSlice::Ipv6(v6) => {
             let h = v6.header();
-            let fragment = v6.extensions().clone().into_iter().find_map(|ext| match ext {
-                Ipv6ExtensionSlice::Fragment(f)
-                    if f.more_fragments() || f.fragment_offset().value() != 0 =>
-                {
-                    Some(Fragment {
-                        id: f.identification(),
-                        offset: f.fragment_offset().value(),
-                        more: f.more_fragments(),
-                    })
-                }
-                _ => None,
-            });
+            let fragment = v6
+                .extensions()
+                .clone()
+                .into_iter()
+                .find_map(|ext| match ext {
+                    Ipv6ExtensionSlice::Fragment(f)
+                        if f.more_fragments() || f.fragment_offset().value() != 0 =>
+                    {
+                        Some(Fragment {
+                            id: f.identification(),
+                            offset: f.fragment_offset().value(),
+                            more: f.more_fragments(),
+                        })
+                    }
+                    _ => None,
+                });
             let plen = u32::from(h.payload_length());
             let ip_len = if plen == 0 {
                 bytes.len() as u32
@@ -468,7 +472,9 @@ fn decode_transport(proto: u8, p: &[u8]) -> Result<(Transport, u8, bool), Decode
         }
         x if x == ip_number::ICMP.0 || x == ip_number::IPV6_ICMP.0 => {
             match (p.get(field::ICMP_TYPE), p.get(field::ICMP_CODE)) {
-                (Some(&icmp_type), Some(&code)) => Ok((Transport::Icmp { icmp_type, code }, 0, false)),
+                (Some(&icmp_type), Some(&code)) => {
+                    Ok((Transport::Icmp { icmp_type, code }, 0, false))
+                }
                 _ => Err(DecodeError::TransportTruncated),
             }
         }

@@ -396,3 +396,6 @@ fn fmt_ranges(r: &[(u16, u16)]) -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
+
+#[cfg(test)]
+mod tests;

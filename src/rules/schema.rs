@@ -7,7 +7,9 @@ use ipnetwork::IpNetwork;
 use serde::Deserialize;
 use toml::{Spanned, Value};
 
-use super::{Limit, NetSet, PortSet, ProtoFilter, Rule, RuleError, RuleKind, RuleSet, Severity, Track};
+use super::{
+    Limit, NetSet, PortSet, ProtoFilter, Rule, RuleError, RuleKind, RuleSet, Severity, Track,
+};
 use crate::flow::FlowConfig;
 use crate::time::Duration;
 
@@ -147,7 +149,11 @@ pub fn compile_files(files: &[(String, String)]) -> Result<RuleSet, RuleError> {
         if let Some(f) = &raw.flow {
             let durations: [(&'static str, &Option<Spanned<Value>>, &mut Duration); 7] = [
                 ("tcp_new", &f.tcp_new, &mut flow.tcp_new),
-                ("tcp_established", &f.tcp_established, &mut flow.tcp_established),
+                (
+                    "tcp_established",
+                    &f.tcp_established,
+                    &mut flow.tcp_established,
+                ),
                 ("tcp_closed", &f.tcp_closed, &mut flow.tcp_closed),
                 ("udp", &f.udp, &mut flow.udp),
                 ("icmp", &f.icmp, &mut flow.icmp),
@@ -213,8 +219,7 @@ fn once(
 fn is_valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
         && s.as_bytes()[0].is_ascii_alphanumeric()
 }
@@ -302,7 +307,10 @@ fn compile_rule(
         None => None,
         Some(v) => {
             let label = label_of(v.get_ref());
-            Some(PortSet::from_ranges(port_ranges(src, v, Some(ports))?, label))
+            Some(PortSet::from_ranges(
+                port_ranges(src, v, Some(ports))?,
+                label,
+            ))
         }
     };
     let limit = match &r.limit {
@@ -493,9 +501,8 @@ fn port_ranges(
     for item in items {
         match item {
             Value::Integer(n) => {
-                let p = u16::try_from(*n).map_err(|_| {
-                    src.err(v.span(), format!("port {n} is out of range 0-65535"))
-                })?;
+                let p = u16::try_from(*n)
+                    .map_err(|_| src.err(v.span(), format!("port {n} is out of range 0-65535")))?;
                 out.push((p, p));
             }
             Value::String(s) => {
@@ -545,9 +552,12 @@ fn parse_port_range(s: &str) -> Option<Result<(u16, u16), String>> {
         return None;
     }
     let parse = |x: &str| -> Result<u16, String> {
-        x.trim()
-            .parse::<u16>()
-            .map_err(|_| format!("bad port range \"{s}\": `{}` is not a port 0-65535", x.trim()))
+        x.trim().parse::<u16>().map_err(|_| {
+            format!(
+                "bad port range \"{s}\": `{}` is not a port 0-65535",
+                x.trim()
+            )
+        })
     };
     Some(match t.split_once('-') {
         None => parse(t).map(|p| (p, p)),
@@ -558,6 +568,3 @@ fn parse_port_range(s: &str) -> Option<Result<(u16, u16), String>> {
         },
     })
 }
-
-#[cfg(test)]
-mod tests;
