@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs what building and testing exfilwatch needs, when it is missing (Debian/Ubuntu):
+# libpcap-dev to build; tshark and tcpdump as reference oracles for the tests.
+set -euo pipefail
+
+need=()
+dpkg-query -W -f='${Status}' libpcap-dev 2>/dev/null | grep -q "ok installed" || need+=(libpcap-dev)
+if [ "${1:-}" = "--test" ]; then
+  command -v tshark >/dev/null || need+=(tshark)
+  command -v tcpdump >/dev/null || need+=(tcpdump)
+fi
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing: ${need[*]}" >&2
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+command -v cargo >/dev/null || {
+  echo "cargo not found: install a Rust toolchain (https://rustup.rs), then run this again" >&2
+  exit 1
+}
