@@ -79,8 +79,9 @@ pub mod ethertype {
 /// Where the network layer starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Network {
-    /// An IPv4 or IPv6 packet (by ethertype or address family) at `offset`.
-    Ip { offset: usize },
+    /// An IP packet at `offset`; `version` is what the link layer announced (ethertype,
+    /// address family or link type), `None` where only the packet's own nibble tells.
+    Ip { offset: usize, version: Option<u8> },
     /// Something else (ARP, LLDP, IPX, 802.3 LLC…), by its ethertype; not an error.
     Other { ethertype: u16 },
 }
@@ -135,22 +136,40 @@ pub fn network(lt: i32, data: &[u8], vlans: &mut Vlans) -> Result<Network, Decod
             ethertype_dispatch(ty, data, field::SLL2_LEN, vlans)
         }
         linktype::RAW_12 | linktype::RAW_14 | linktype::RAW => match data.first().map(|b| b >> 4) {
-            Some(4) | Some(6) => Ok(Network::Ip { offset: 0 }),
+            Some(4) | Some(6) => Ok(Network::Ip {
+                offset: 0,
+                version: None,
+            }),
             Some(_) => Err(DecodeError::IpVersion),
             None => Err(DecodeError::LinkTruncated),
         },
-        linktype::IPV4 | linktype::IPV6 => Ok(Network::Ip { offset: 0 }),
+        linktype::IPV4 => Ok(Network::Ip {
+            offset: 0,
+            version: Some(4),
+        }),
+        linktype::IPV6 => Ok(Network::Ip {
+            offset: 0,
+            version: Some(6),
+        }),
         linktype::NULL | linktype::LOOP => {
             let b = data.get(field::NULL_AF).ok_or(DecodeError::LinkTruncated)?;
             let b = [b[0], b[1], b[2], b[3]];
             // DLT_NULL is in the writer's byte order, DLT_LOOP in network order; accept either.
-            let is_ip = |af: u32| is_af_inet(af) || is_af_inet6(af);
-            let af = [u32::from_be_bytes(b), u32::from_le_bytes(b)]
+            let version = [u32::from_be_bytes(b), u32::from_le_bytes(b)]
                 .into_iter()
-                .find(|&af| is_ip(af));
-            match af {
-                Some(_) => Ok(Network::Ip {
+                .find_map(|af| {
+                    if is_af_inet(af) {
+                        Some(4)
+                    } else if is_af_inet6(af) {
+                        Some(6)
+                    } else {
+                        None
+                    }
+                });
+            match version {
+                Some(v) => Ok(Network::Ip {
                     offset: field::NULL_LEN,
+                    version: Some(v),
                 }),
                 None => Ok(Network::Other { ethertype: 0 }),
             }
@@ -191,7 +210,14 @@ fn ethertype_dispatch(
         offset += field::VLAN_LEN;
     }
     match ty {
-        ethertype::IPV4 | ethertype::IPV6 => Ok(Network::Ip { offset }),
+        ethertype::IPV4 => Ok(Network::Ip {
+            offset,
+            version: Some(4),
+        }),
+        ethertype::IPV6 => Ok(Network::Ip {
+            offset,
+            version: Some(6),
+        }),
         other => Ok(Network::Other { ethertype: other }),
     }
 }

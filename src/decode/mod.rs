@@ -312,11 +312,18 @@ pub struct Frame<'a> {
 /// Decodes one frame.
 pub fn decode(frame: &Frame<'_>) -> Result<PacketSummary, DecodeError> {
     let mut vlans = Vlans::NONE;
-    let offset = match link::network(frame.linktype, frame.data, &mut vlans)? {
-        link::Network::Ip { offset } => offset,
+    let (offset, version) = match link::network(frame.linktype, frame.data, &mut vlans)? {
+        link::Network::Ip { offset, version } => (offset, version),
         link::Network::Other { ethertype } => return Err(DecodeError::NotIp(ethertype)),
     };
     let ip_bytes = frame.data.get(offset..).ok_or(DecodeError::LinkTruncated)?;
+    // The link layer said which IP version follows: a packet that says otherwise is bogus
+    // (the kernel drops it; so do we).
+    match (version, ip_bytes.first()) {
+        (Some(v), Some(b)) if b >> 4 != v => return Err(DecodeError::IpVersion),
+        (_, None) => return Err(DecodeError::IpTruncated),
+        _ => {}
+    }
     let mut s = decode_ip(ip_bytes)?;
     s.ts = frame.ts;
     s.pcap_cnt = frame.pcap_cnt;
@@ -357,10 +364,15 @@ pub fn decode_ip(bytes: &[u8]) -> Result<PacketSummary, DecodeError> {
                 more: h.more_fragments(),
             });
             let total = u32::from(h.total_len());
-            let ip_len = if total >= u32::from(h.ihl()) * 4 {
-                total
-            } else {
+            let header_len = u32::from(h.ihl()) * 4;
+            // A total length of 0 is what segmentation offload (TSO, BIG TCP) leaves in
+            // captures: use what was captured. Anything else below the header is bogus.
+            let ip_len = if total == 0 {
                 bytes.len() as u32
+            } else if total < header_len {
+                return Err(DecodeError::IpMalformed);
+            } else {
+                total
             };
             (
                 IpAddr::V4(Ipv4Addr::from(h.source())),
