@@ -4,14 +4,14 @@
 //! (bad rules, an unusable output, an unreadable or unsupported input or a damaged record).
 
 use std::fmt::Write as _;
-use std::fs::OpenOptions;
-use std::io::{self, BufWriter, Write};
-use std::os::fd::AsFd;
+use std::io::{self, Write};
 use std::path::PathBuf;
+
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::alert::{AlertWriter, Format};
+use crate::alert::{AlertWriter, Format, Output};
 use crate::engine::Engine;
 use crate::pipeline::{self, ReadReport};
 use crate::rules::{LoadError, RuleSet};
@@ -36,6 +36,11 @@ pub enum Command {
     /// Read capture files (.pcap, .pcapng; `-` for standard input) as one timeline and write
     /// alerts.
     Read(ReadArgs),
+    /// Watch a live interface (a SPAN/mirror port) until SIGINT/SIGTERM; SIGHUP reopens the
+    /// alert file.
+    Live(LiveArgs),
+    /// List capture devices and their addresses.
+    Interfaces,
     /// Validate rule files and print what they compile to (no PATH: the embedded defaults).
     CheckRules {
         /// Rule files or directories of *.toml files.
@@ -61,6 +66,49 @@ pub struct ReadArgs {
     /// Capture files, read in this order as one timeline.
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LiveArgs {
+    /// Interface to capture on.
+    #[arg(short = 'i', long = "interface", value_name = "IFACE")]
+    pub interface: String,
+    /// libpcap filter expression applied in the kernel.
+    #[arg(long, value_name = "EXPR")]
+    pub bpf: Option<String>,
+    /// Bytes kept of each packet (enough for every header we decode).
+    #[arg(long, default_value_t = crate::capture::LiveConfig::DEFAULT_SNAPLEN, value_parser = clap::value_parser!(i32).range(64..=262144))]
+    pub snaplen: i32,
+    /// Do not put the interface in promiscuous mode.
+    #[arg(long)]
+    pub no_promisc: bool,
+    /// Kernel capture buffer in MiB (default: libpcap's).
+    #[arg(long, value_name = "MiB", value_parser = clap::value_parser!(u32).range(1..=2047))]
+    pub buffer_size: Option<u32>,
+    /// After opening the capture and the alert output, switch to this user.
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
+    /// How often to report statistics (e.g. 60s, 5m).
+    #[arg(long, default_value = "60s", value_name = "DUR", value_parser = parse_interval)]
+    pub stats_interval: std::time::Duration,
+    /// Rule file or directory; repeatable. Default: the embedded rules.
+    #[arg(long = "rules", value_name = "PATH")]
+    pub rules: Vec<PathBuf>,
+    /// Append alerts to this file instead of standard output.
+    #[arg(long, value_name = "PATH")]
+    pub alerts: Option<PathBuf>,
+    /// Alert format.
+    #[arg(long, value_enum, default_value_t = FormatArg::Json)]
+    pub format: FormatArg,
+}
+
+fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
+    match crate::time::Duration::parse(s) {
+        Some(d) if d.0 >= 100_000_000 => Ok(std::time::Duration::from_nanos(d.0 as u64)),
+        _ => Err(format!(
+            "bad interval {s:?}: a whole number and a unit (ms, s, m, h), at least 100ms"
+        )),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -90,6 +138,8 @@ pub fn main() -> u8 {
 pub fn run(cli: Cli) -> u8 {
     match cli.command {
         Command::Read(args) => read(args),
+        Command::Live(args) => live(args),
+        Command::Interfaces => list_interfaces(),
         Command::CheckRules { paths } => check_rules(&paths),
     }
 }
@@ -122,19 +172,11 @@ fn check_rules(paths: &[PathBuf]) -> u8 {
     }
 }
 
-fn open_output(path: Option<&PathBuf>) -> io::Result<Box<dyn Write + Send>> {
-    const BUF: usize = 1 << 16;
-    Ok(match path {
-        Some(p) => {
-            let f = OpenOptions::new().create(true).append(true).open(p)?;
-            Box::new(BufWriter::with_capacity(BUF, f))
-        }
-        None => {
-            // Our own buffer over fd 1, not Stdout's line buffering: one write per 64 KiB.
-            let fd = io::stdout().as_fd().try_clone_to_owned()?;
-            Box::new(BufWriter::with_capacity(BUF, std::fs::File::from(fd)))
-        }
-    })
+fn open_output(path: Option<&PathBuf>) -> io::Result<Output> {
+    match path {
+        Some(p) => Output::append(p),
+        None => Output::stdout(),
+    }
 }
 
 fn read(args: ReadArgs) -> u8 {
@@ -247,4 +289,166 @@ pub fn summary(files: &[String], r: &ReadReport) -> String {
         let _ = writeln!(s, "  output closed by its reader: stopped early");
     }
     s
+}
+
+fn list_interfaces() -> u8 {
+    match crate::capture::interfaces() {
+        Ok(list) => {
+            let mut out = io::stdout().lock();
+            for i in list {
+                let mut flags = Vec::new();
+                if i.up {
+                    flags.push("up");
+                }
+                if i.running {
+                    flags.push("running");
+                }
+                if i.loopback {
+                    flags.push("loopback");
+                }
+                let _ = writeln!(
+                    out,
+                    "{}{} [{}]",
+                    i.name,
+                    i.description.map(|d| format!(" ({d})")).unwrap_or_default(),
+                    flags.join(",")
+                );
+                for a in i.addresses {
+                    let _ = writeln!(out, "    {a}");
+                }
+            }
+            EXIT_CLEAN
+        }
+        Err(e) => {
+            eprint_err(e);
+            EXIT_ERROR
+        }
+    }
+}
+
+fn live(args: LiveArgs) -> u8 {
+    use crate::capture::{LiveConfig, LiveSource};
+    use crate::pipeline::live::{self, Control};
+    let rules = match load_rules(&args.rules) {
+        Ok(r) => r,
+        Err(e) => {
+            eprint_err(e);
+            return EXIT_ERROR;
+        }
+    };
+    let user = match args
+        .user
+        .as_deref()
+        .map(crate::privilege::lookup)
+        .transpose()
+    {
+        Ok(u) => u,
+        Err(e) => {
+            eprint_err(e);
+            return EXIT_ERROR;
+        }
+    };
+    let cfg = LiveConfig {
+        interface: args.interface.clone(),
+        bpf: args.bpf.clone(),
+        snaplen: args.snaplen,
+        promisc: !args.no_promisc,
+        buffer_bytes: args.buffer_size.map(|m| (m as i32) << 20),
+        timeout_ms: 100,
+    };
+    // Open everything that needs privileges first: the capture, then the output.
+    let src = match LiveSource::open(&cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            eprint_err(e);
+            return EXIT_ERROR;
+        }
+    };
+    if !crate::decode::linktype::is_supported(src.linktype()) {
+        eprint_err(format_args!(
+            "{}: unsupported link type {} ({})",
+            args.interface,
+            src.linktype(),
+            crate::decode::linktype::name(src.linktype())
+        ));
+        return EXIT_ERROR;
+    }
+    let existed = args.alerts.as_ref().is_some_and(|p| p.exists());
+    let out = match open_output(args.alerts.as_ref()) {
+        Ok(o) => o,
+        Err(e) => {
+            let name = args
+                .alerts
+                .as_ref()
+                .map_or("standard output".to_string(), |p| p.display().to_string());
+            eprint_err(format_args!("{name}: cannot open alert output: {e}"));
+            return EXIT_ERROR;
+        }
+    };
+    if let Some(user) = &user {
+        // A file we created as root goes to the user, who must reopen it on SIGHUP.
+        if let (Some(p), false) = (&args.alerts, existed) {
+            if let Err(e) = crate::privilege::chown(p, user) {
+                eprint_err(format_args!("{}: chown to {}: {e}", p.display(), user.name));
+                return EXIT_ERROR;
+            }
+        }
+        if let Err(e) = crate::privilege::drop_to(user) {
+            eprint_err(e);
+            return EXIT_ERROR;
+        }
+    }
+    let ctl = Control::default();
+    for (sig, flag) in [
+        (signal_hook::consts::SIGINT, &ctl.stop),
+        (signal_hook::consts::SIGTERM, &ctl.stop),
+        (signal_hook::consts::SIGHUP, &ctl.reopen),
+    ] {
+        // A second SIGINT/SIGTERM while stopping ends the process at once.
+        if sig != signal_hook::consts::SIGHUP {
+            let _ = signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(flag));
+        }
+        if let Err(e) = signal_hook::flag::register(sig, Arc::clone(flag)) {
+            eprint_err(format_args!("installing signal handler: {e}"));
+            return EXIT_ERROR;
+        }
+    }
+    let format = match args.format {
+        FormatArg::Json => Format::Json,
+        FormatArg::Text => Format::Text,
+    };
+    let mut engine = Engine::new(rules, AlertWriter::new(format, out));
+    engine.set_interface(&args.interface);
+    let _ = writeln!(
+        io::stderr(),
+        "exfilwatch: capturing on {} (link type {}, snaplen {}{}){}",
+        args.interface,
+        src.linktype(),
+        args.snaplen,
+        if cfg.promisc { ", promiscuous" } else { "" },
+        user.as_ref()
+            .map(|u| format!(" as {} (uid {})", u.name, u.uid))
+            .unwrap_or_default()
+    );
+    let report = live::run(
+        src,
+        engine,
+        ctl,
+        args.stats_interval,
+        |s| {
+            let _ = writeln!(io::stderr(), "{}", s.text());
+        },
+        |m| eprint_err(m),
+    );
+    let _ = writeln!(io::stderr(), "{} (final)", report.stats.text());
+    let mut status = EXIT_CLEAN;
+    if let Some(e) = &report.capture_error {
+        eprint_err(e);
+        status = EXIT_ERROR;
+    }
+    if let Some(e) = &report.output_error {
+        eprint_err(format_args!("writing alerts failed: {e}"));
+        status = EXIT_ERROR;
+    }
+    status
 }

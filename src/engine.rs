@@ -58,6 +58,8 @@ pub struct Engine {
     counts: Vec<RuleCounts>,
     ended: [u64; 5],
     packets: u64,
+    /// Live capture interface, reported as `in_iface`.
+    iface: Option<String>,
 }
 
 impl Engine {
@@ -75,7 +77,13 @@ impl Engine {
             counts,
             ended: [0; 5],
             packets: 0,
+            iface: None,
         }
+    }
+
+    /// Live mode: alerts name the interface (`in_iface`) instead of a file.
+    pub fn set_interface(&mut self, name: &str) {
+        self.iface = Some(name.to_string());
     }
 
     /// Processes one packet read from `file`. An error is the alert output failing.
@@ -135,6 +143,7 @@ impl Engine {
                 suppressed,
                 pcap_filename: file,
                 pcap_cnt: p.pcap_cnt,
+                in_iface: self.iface.as_deref(),
             };
             self.writer.write(&alert)?;
             self.counts[m.rule].alerts += 1;
@@ -179,6 +188,33 @@ impl Engine {
                 .map(|(r, c)| (r.id.clone(), c.clone()))
                 .collect(),
         }
+    }
+
+    /// Advances the flow clock without a packet (live mode's timer), expiring idle flows.
+    pub fn tick(&mut self, now: crate::time::Timestamp) {
+        self.flows.advance(now);
+        self.limiter.sweep(self.flows.now());
+        self.count_ended();
+    }
+
+    /// Writes a non-alert line (a stats record) into the alert stream.
+    pub fn write_record(&mut self, line: &[u8]) -> io::Result<()> {
+        self.writer.write_raw_line(line)
+    }
+
+    /// The alert format.
+    pub fn format(&self) -> crate::alert::Format {
+        self.writer.format()
+    }
+
+    /// Reopens the alert file by its path.
+    pub fn reopen(&mut self) -> io::Result<()> {
+        self.writer.reopen()
+    }
+
+    /// What alerts are written to.
+    pub fn output_name(&self) -> String {
+        self.writer.describe()
     }
 
     /// Flows alive now.

@@ -16,5 +16,6 @@ pub mod decode;
 pub mod engine;
 pub mod flow;
 pub mod pipeline;
+pub mod privilege;
 pub mod rules;
 pub mod time;

@@ -6,11 +6,13 @@
 //! [`Limiter`] applies `limit` on packet time and keeps the suppressed counts.
 
 mod limit;
+mod output;
 
 use std::io::{self, Write};
 use std::net::IpAddr;
 
 pub use limit::{Limiter, Verdict};
+pub use output::Output;
 
 use crate::decode::{proto, Vlans};
 use crate::rules::Rule;
@@ -42,20 +44,22 @@ pub struct Alert<'a> {
     pub community_id: String,
     /// Alerts of the same limit key held back since the last one written.
     pub suppressed: u64,
+    /// The input file (offline) and the packet's number in it.
     pub pcap_filename: &'a str,
     pub pcap_cnt: u64,
+    /// The capture interface (live); replaces `pcap_filename` and `pcap_cnt`.
+    pub in_iface: Option<&'a str>,
 }
 
 /// Writes alerts to a byte stream in one [`Format`].
 pub struct AlertWriter {
     format: Format,
-    out: Box<dyn Write + Send>,
+    out: Output,
     line: Vec<u8>,
 }
 
 impl AlertWriter {
-    /// `out` should be buffered (a `BufWriter`) unless every line must reach the OS at once.
-    pub fn new(format: Format, out: Box<dyn Write + Send>) -> AlertWriter {
+    pub fn new(format: Format, out: Output) -> AlertWriter {
         AlertWriter {
             format,
             out,
@@ -70,7 +74,27 @@ impl AlertWriter {
             Format::Json => json_line(&mut self.line, a)?,
             Format::Text => text_line(&mut self.line, a)?,
         }
-        self.out.write_all(&self.line)
+        self.out.write_line(&self.line)
+    }
+
+    /// Writes a line that is not an alert (a stats record), whole.
+    pub fn write_raw_line(&mut self, line: &[u8]) -> io::Result<()> {
+        self.out.write_line(line)
+    }
+
+    /// The format alerts are written in.
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    /// Reopens a file output by its path (SIGHUP).
+    pub fn reopen(&mut self) -> io::Result<()> {
+        self.out.reopen()
+    }
+
+    /// What it writes to, for messages.
+    pub fn describe(&self) -> String {
+        self.out.describe()
     }
 
     /// Flushes buffered lines to the OS.
@@ -126,9 +150,19 @@ pub fn json_line(w: &mut Vec<u8>, a: &Alert<'_>) -> io::Result<()> {
     if a.suppressed > 0 {
         write!(w, ",\"suppressed\":{}", a.suppressed)?;
     }
-    w.extend_from_slice(b",\"pcap_filename\":");
-    json_str(w, a.pcap_filename)?;
-    writeln!(w, ",\"pcap_cnt\":{}}}", a.pcap_cnt)
+    match a.in_iface {
+        Some(iface) => {
+            w.extend_from_slice(b",\"in_iface\":");
+            json_str(w, iface)?;
+            w.extend_from_slice(b"}\n");
+            Ok(())
+        }
+        None => {
+            w.extend_from_slice(b",\"pcap_filename\":");
+            json_str(w, a.pcap_filename)?;
+            writeln!(w, ",\"pcap_cnt\":{}}}", a.pcap_cnt)
+        }
+    }
 }
 
 fn endpoint(w: &mut Vec<u8>, ip: IpAddr, port: Option<u16>) -> io::Result<()> {

@@ -126,3 +126,211 @@ impl FileSource {
         }
     }
 }
+
+/// Settings of a live capture.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveConfig {
+    pub interface: String,
+    /// A libpcap filter expression.
+    pub bpf: Option<String>,
+    /// Bytes kept of each packet.
+    pub snaplen: i32,
+    pub promisc: bool,
+    /// Kernel buffer in bytes (libpcap's default when `None`).
+    pub buffer_bytes: Option<i32>,
+    /// Read timeout: the longest a read waits before the capture loop looks at its flags.
+    pub timeout_ms: i32,
+}
+
+impl LiveConfig {
+    /// Enough for every header we decode: Ethernet + 3 VLAN tags + IPv6 with a few
+    /// extension headers + TCP with options.
+    pub const DEFAULT_SNAPLEN: i32 = 256;
+}
+
+/// What a live read produced.
+#[derive(Debug)]
+pub enum LiveRead<'a> {
+    Frame(Frame<'a>),
+    /// The read timeout passed with no packet.
+    Timeout,
+}
+
+/// Counters libpcap keeps for a live capture (cumulative since it started).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KernelStats {
+    /// Packets the filter accepted.
+    pub received: u64,
+    /// Dropped because the kernel buffer was full.
+    pub dropped: u64,
+    /// Dropped by the interface or its driver.
+    pub if_dropped: u64,
+}
+
+/// A live capture on an interface.
+pub struct LiveSource {
+    cap: Capture<pcap::Active>,
+    name: String,
+    linktype: i32,
+    count: u64,
+    /// Time stamps are in nanoseconds (else microseconds).
+    nano: bool,
+    /// The last read found no packet: wait on the socket before the next.
+    idle: bool,
+    timeout_ms: i32,
+}
+
+fn live_err(iface: &str, e: impl std::fmt::Display) -> CaptureError {
+    CaptureError::Open {
+        file: iface.to_string(),
+        message: e.to_string(),
+    }
+}
+
+impl LiveSource {
+    /// Opens and activates the capture, and compiles and sets the filter.
+    pub fn open(cfg: &LiveConfig) -> Result<LiveSource, CaptureError> {
+        let iface = cfg.interface.as_str();
+        let mut inactive = Capture::from_device(iface)
+            .map_err(|e| live_err(iface, e))?
+            .snaplen(cfg.snaplen)
+            .promisc(cfg.promisc)
+            .immediate_mode(true)
+            .timeout(cfg.timeout_ms)
+            .precision(Precision::Nano);
+        if let Some(b) = cfg.buffer_bytes {
+            inactive = inactive.buffer_size(b);
+        }
+        let mut nano = true;
+        let cap = match inactive.open() {
+            Ok(c) => c,
+            // Not every device does nanosecond time stamps; fall back to microseconds.
+            Err(_) => {
+                let mut i = Capture::from_device(iface)
+                    .map_err(|e| live_err(iface, e))?
+                    .snaplen(cfg.snaplen)
+                    .promisc(cfg.promisc)
+                    .immediate_mode(true)
+                    .timeout(cfg.timeout_ms);
+                if let Some(b) = cfg.buffer_bytes {
+                    i = i.buffer_size(b);
+                }
+                nano = false;
+                i.open().map_err(|e| live_err(iface, e))?
+            }
+        };
+        // Non-blocking reads plus our own poll(): libpcap's read timeout does not make a
+        // blocking read return on Linux when no packet comes, and the capture loop must see its
+        // stop flag and hand over partial batches.
+        let mut cap = cap.setnonblock().map_err(|e| live_err(iface, e))?;
+        if let Some(expr) = &cfg.bpf {
+            cap.filter(expr, true).map_err(|e| CaptureError::Open {
+                file: iface.to_string(),
+                message: format!("bad BPF expression {expr:?}: {e}"),
+            })?;
+        }
+        let linktype = cap.get_datalink().0;
+        Ok(LiveSource {
+            cap,
+            name: iface.to_string(),
+            linktype,
+            count: 0,
+            nano,
+            idle: false,
+            timeout_ms: cfg.timeout_ms,
+        })
+    }
+
+    /// The interface name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The data-link type.
+    pub fn linktype(&self) -> i32 {
+        self.linktype
+    }
+
+    /// The next frame, or `Timeout` after the read timeout with no packet.
+    pub fn read(&mut self) -> Result<LiveRead<'_>, CaptureError> {
+        if self.idle {
+            self.idle = false;
+            let mut pfd = libc::pollfd {
+                fd: std::os::fd::AsRawFd::as_raw_fd(&self.cap),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd; an error or EINTR (a signal) just ends the wait early.
+            unsafe { libc::poll(&mut pfd, 1, self.timeout_ms) };
+        }
+        match self.cap.next_packet() {
+            Ok(p) => {
+                self.count += 1;
+                #[allow(clippy::unnecessary_cast)]
+                let (sec, frac) = (p.header.ts.tv_sec as i64, p.header.ts.tv_usec as i64);
+                // The activation fell back to microseconds if nanoseconds were refused.
+                let nanos = if self.nano { frac } else { frac * 1000 };
+                Ok(LiveRead::Frame(Frame {
+                    ts: Timestamp::from_parts(sec, nanos),
+                    linktype: self.linktype,
+                    orig_len: p.header.len,
+                    data: p.data,
+                    pcap_cnt: self.count,
+                }))
+            }
+            // Non-blocking: no packet waiting now.
+            Err(pcap::Error::TimeoutExpired) => {
+                self.idle = true;
+                Ok(LiveRead::Timeout)
+            }
+            Err(e) => Err(CaptureError::Read {
+                file: self.name.clone(),
+                packet: self.count + 1,
+                message: e.to_string(),
+            }),
+        }
+    }
+
+    /// libpcap's counters; call on an interval, never per packet.
+    pub fn stats(&mut self) -> Option<KernelStats> {
+        self.cap.stats().ok().map(|s| KernelStats {
+            received: u64::from(s.received),
+            dropped: u64::from(s.dropped),
+            if_dropped: u64::from(s.if_dropped),
+        })
+    }
+}
+
+/// A capture device and its addresses, for `exfilwatch interfaces`.
+#[derive(Debug, Clone)]
+pub struct Interface {
+    pub name: String,
+    pub description: Option<String>,
+    pub addresses: Vec<String>,
+    pub up: bool,
+    pub running: bool,
+    pub loopback: bool,
+}
+
+/// Lists capture devices.
+pub fn interfaces() -> Result<Vec<Interface>, CaptureError> {
+    let devs = pcap::Device::list().map_err(|e| live_err("interfaces", e))?;
+    Ok(devs
+        .into_iter()
+        .map(|d| Interface {
+            addresses: d
+                .addresses
+                .iter()
+                .map(|a| match a.netmask {
+                    Some(m) => format!("{} netmask {}", a.addr, m),
+                    None => a.addr.to_string(),
+                })
+                .collect(),
+            up: d.flags.is_up(),
+            running: d.flags.is_running(),
+            loopback: d.flags.is_loopback(),
+            name: d.name,
+            description: d.desc,
+        })
+        .collect())
+}

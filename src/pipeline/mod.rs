@@ -18,12 +18,14 @@ use crate::capture::{CaptureError, FileSource};
 use crate::decode::{self, linktype, DecodeStats, PacketSummary};
 use crate::engine::{Engine, EngineStats};
 
+pub mod live;
+
 /// Summaries per batch: large enough to amortise the channel, small enough to keep latency.
 const BATCH: usize = 256;
 /// Batches in flight.
 const CHANNEL_BATCHES: usize = 64;
 
-enum Msg {
+pub(crate) enum Msg {
     /// The following packets come from this file.
     File(Arc<str>),
     Batch(Vec<PacketSummary>),

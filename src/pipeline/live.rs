@@ -1,0 +1,366 @@
+//! The live pipeline: a capture thread on an interface, the bounded channel, the engine thread.
+//!
+//! Contract: the capture thread never blocks on the engine: when the channel is full the batch
+//! is dropped and counted (`channel_drops`). Batches leave at 256 packets, 20 ms after their
+//! first packet, or as soon as no further packet is waiting, and the engine flushes the alert output whenever the channel is empty, so an
+//! alert reaches the file within a read timeout (100 ms) plus processing of its packet's
+//! arrival, also when no further traffic comes. Flows expire on a one-second timer without
+//! packets. The stop flag (SIGINT/SIGTERM) ends capture within one read timeout; the engine then
+//! drains the channel, ends the flows and writes the last alerts and stats. The reopen flag
+//! (SIGHUP) makes the engine reopen the alert file by its path.
+
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
+
+use super::{Msg, BATCH, CHANNEL_BATCHES};
+use crate::alert::Format;
+use crate::capture::{CaptureError, KernelStats, LiveRead, LiveSource};
+use crate::decode::{self, DecodeStats, PacketSummary};
+use crate::engine::{Engine, EngineStats};
+use crate::time::Timestamp;
+
+/// How long a partly filled batch may wait for more packets.
+const BATCH_LINGER: Duration = Duration::from_millis(20);
+/// How often the capture thread polls libpcap's counters.
+const KERNEL_STATS_EVERY: Duration = Duration::from_secs(1);
+/// The engine's timer: flow expiry without packets, flags, stats.
+const TICK: Duration = Duration::from_millis(100);
+
+/// Flags the signal handlers set.
+#[derive(Clone, Default)]
+pub struct Control {
+    /// Stop capturing, drain, finish.
+    pub stop: Arc<AtomicBool>,
+    /// Reopen the alert file by path.
+    pub reopen: Arc<AtomicBool>,
+}
+
+/// What the capture side counted (cumulative).
+#[derive(Debug, Clone, Default)]
+pub struct CaptureCounters {
+    pub packets: u64,
+    pub bytes: u64,
+    pub kernel: KernelStats,
+    /// Packets dropped because the channel to the engine was full.
+    pub channel_drops: u64,
+    pub decode: DecodeStats,
+}
+
+/// A statistics snapshot, as printed and as written to the alert stream.
+#[derive(Debug, Clone)]
+pub struct Stats {
+    /// Wall-clock time of the snapshot.
+    pub time: Timestamp,
+    pub uptime: Duration,
+    pub capture: CaptureCounters,
+    pub engine: EngineStats,
+    pub flows_alive: usize,
+}
+
+impl Stats {
+    /// One line of text for standard error.
+    pub fn text(&self) -> String {
+        let c = &self.capture;
+        format!(
+            "exfilwatch stats: uptime={}s packets={} bytes={} kernel_received={} kernel_drops={} if_drops={} channel_drops={} flows_alive={} flows_created={} alerts={} suppressed={}",
+            self.uptime.as_secs(),
+            c.packets,
+            c.bytes,
+            c.kernel.received,
+            c.kernel.dropped,
+            c.kernel.if_dropped,
+            c.channel_drops,
+            self.flows_alive,
+            self.engine.flows.created,
+            self.engine.alerts(),
+            self.engine.suppressed(),
+        )
+    }
+
+    /// An EVE-style `"event_type":"stats"` record, one line.
+    pub fn json(&self) -> String {
+        let c = &self.capture;
+        let decoder: Vec<String> = c
+            .decode
+            .fields()
+            .iter()
+            .map(|(k, v)| format!("\"{k}\":{v}"))
+            .collect();
+        let rules: Vec<String> = self
+            .engine
+            .rules
+            .iter()
+            .map(|(id, r)| {
+                format!(
+                    "{}:{{\"alerts\":{},\"suppressed\":{}}}",
+                    serde_json::Value::String(id.clone()),
+                    r.alerts,
+                    r.suppressed
+                )
+            })
+            .collect();
+        let f = &self.engine.flows;
+        format!(
+            "{{\"timestamp\":\"{}\",\"event_type\":\"stats\",\"stats\":{{\"uptime\":{},\"capture\":{{\"packets\":{},\"bytes\":{},\"kernel_received\":{},\"kernel_drops\":{},\"if_drops\":{},\"channel_drops\":{}}},\"decoder\":{{{}}},\"flow\":{{\"alive\":{},\"created\":{},\"expired\":{},\"evicted\":{},\"closed\":{},\"peak\":{},\"orphan_fragments\":{}}},\"alerts\":{{\"written\":{},\"suppressed\":{},\"rules\":{{{}}}}}}}}}\n",
+            self.time,
+            self.uptime.as_secs(),
+            c.packets,
+            c.bytes,
+            c.kernel.received,
+            c.kernel.dropped,
+            c.kernel.if_dropped,
+            c.channel_drops,
+            decoder.join(","),
+            self.flows_alive,
+            f.created,
+            f.expired,
+            f.evicted,
+            f.closed,
+            f.peak,
+            f.orphan_fragments,
+            self.engine.alerts(),
+            self.engine.suppressed(),
+            rules.join(","),
+        )
+    }
+}
+
+/// How a live run ended.
+#[derive(Debug)]
+pub struct LiveReport {
+    /// The last statistics snapshot (at exit).
+    pub stats: Stats,
+    /// Capture failed (the interface went away…).
+    pub capture_error: Option<CaptureError>,
+    /// Writing alerts failed.
+    pub output_error: Option<io::Error>,
+}
+
+/// The wall clock as a [`Timestamp`].
+pub fn wall_clock() -> Timestamp {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Timestamp::from_parts(d.as_secs() as i64, i64::from(d.subsec_nanos()))
+}
+
+/// Runs until the stop flag is set or capture fails. `stats_every` is the statistics interval;
+/// `on_stats` sees each snapshot (periodic and final) for standard error; in JSON format the
+/// engine also writes it to the alert stream.
+pub fn run(
+    src: LiveSource,
+    mut engine: Engine,
+    ctl: Control,
+    stats_every: Duration,
+    on_stats: impl Fn(&Stats) + Send + 'static,
+    on_error: impl Fn(&str) + Send + 'static,
+) -> LiveReport {
+    let started = Instant::now();
+    let (tx, rx) = bounded::<Msg>(CHANNEL_BATCHES);
+    let (recycle_tx, recycle_rx) = bounded::<Vec<PacketSummary>>(CHANNEL_BATCHES);
+    let counters = Arc::new(Mutex::new(CaptureCounters::default()));
+
+    let cap_counters = Arc::clone(&counters);
+    let cap_stop = Arc::clone(&ctl.stop);
+    let capture = thread::Builder::new()
+        .name("exfilwatch-capture".into())
+        .spawn(move || capture_loop(src, &tx, &recycle_rx, &cap_stop, &cap_counters))
+        .expect("spawning the capture thread");
+
+    let eng_counters = Arc::clone(&counters);
+    let engine_thread = thread::Builder::new()
+        .name("exfilwatch-engine".into())
+        .spawn(move || {
+            let snapshot = |engine: &Engine| Stats {
+                time: wall_clock(),
+                uptime: started.elapsed(),
+                capture: eng_counters.lock().map(|c| c.clone()).unwrap_or_default(),
+                engine: engine.stats(),
+                flows_alive: engine.flows_alive(),
+            };
+            let mut emit = |engine: &mut Engine| -> io::Result<()> {
+                let s = snapshot(engine);
+                on_stats(&s);
+                if engine.format() == Format::Json {
+                    engine.write_record(s.json().as_bytes())?;
+                }
+                engine.flush()
+            };
+            let result = engine_loop(
+                &mut engine,
+                &rx,
+                &recycle_tx,
+                &ctl,
+                stats_every,
+                &mut emit,
+                &on_error,
+            );
+            if result.is_err() {
+                // Stop the capture: nothing more can be written.
+                ctl.stop.store(true, Ordering::SeqCst);
+            }
+            drop(rx);
+            let result = result.and_then(|()| engine.finish());
+            (engine, result)
+        })
+        .expect("spawning the engine thread");
+
+    let capture_error = match capture.join() {
+        Ok(e) => e,
+        Err(p) => std::panic::resume_unwind(p),
+    };
+    let (mut engine, result) = match engine_thread.join() {
+        Ok(v) => v,
+        Err(p) => std::panic::resume_unwind(p),
+    };
+    let stats = Stats {
+        time: wall_clock(),
+        uptime: started.elapsed(),
+        capture: counters.lock().map(|c| c.clone()).unwrap_or_default(),
+        engine: engine.stats(),
+        flows_alive: engine.flows_alive(),
+    };
+    let mut output_error = result.err();
+    if output_error.is_none() && engine.format() == Format::Json {
+        output_error = engine
+            .write_record(stats.json().as_bytes())
+            .and_then(|()| engine.flush())
+            .err();
+    }
+    LiveReport {
+        stats,
+        capture_error,
+        output_error,
+    }
+}
+
+fn engine_loop(
+    engine: &mut Engine,
+    rx: &Receiver<Msg>,
+    recycle: &Sender<Vec<PacketSummary>>,
+    ctl: &Control,
+    stats_every: Duration,
+    emit: &mut impl FnMut(&mut Engine) -> io::Result<()>,
+    on_error: &impl Fn(&str),
+) -> io::Result<()> {
+    let mut last_tick = Instant::now();
+    let mut last_stats = Instant::now();
+    loop {
+        match rx.recv_timeout(TICK) {
+            Ok(Msg::Batch(mut batch)) => {
+                for p in &batch {
+                    engine.process(p, "")?;
+                }
+                batch.clear();
+                let _ = recycle.try_send(batch);
+            }
+            Ok(Msg::File(_)) => {}
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return Ok(()),
+        }
+        if rx.is_empty() {
+            engine.flush()?;
+        }
+        if last_tick.elapsed() >= Duration::from_secs(1) {
+            last_tick = Instant::now();
+            engine.tick(wall_clock());
+        }
+        if ctl.reopen.swap(false, Ordering::SeqCst) {
+            if let Err(e) = engine.reopen() {
+                on_error(&format!(
+                    "{}: reopening after SIGHUP failed, still writing to the old file: {e}",
+                    engine.output_name()
+                ));
+            }
+        }
+        if last_stats.elapsed() >= stats_every {
+            last_stats = Instant::now();
+            emit(engine)?;
+        }
+    }
+}
+
+fn capture_loop(
+    mut src: LiveSource,
+    tx: &Sender<Msg>,
+    recycle: &Receiver<Vec<PacketSummary>>,
+    stop: &AtomicBool,
+    shared: &Mutex<CaptureCounters>,
+) -> Option<CaptureError> {
+    let mut c = CaptureCounters::default();
+    let new_batch = || {
+        recycle
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(BATCH))
+    };
+    let mut batch = new_batch();
+    let mut batch_started = Instant::now();
+    let mut last_stats = Instant::now();
+    let publish = |src: &mut LiveSource, c: &mut CaptureCounters| {
+        if let Some(k) = src.stats() {
+            c.kernel = k;
+        }
+        if let Ok(mut s) = shared.lock() {
+            *s = c.clone();
+        }
+    };
+    let mut error = None;
+    while !stop.load(Ordering::Relaxed) {
+        let mut idle = false;
+        match src.read() {
+            Ok(LiveRead::Frame(frame)) => {
+                c.packets += 1;
+                c.bytes += u64::from(frame.orig_len);
+                let r = decode::decode(&frame);
+                c.decode.record(&r);
+                if let Ok(s) = r {
+                    if batch.is_empty() {
+                        batch_started = Instant::now();
+                    }
+                    batch.push(s);
+                }
+            }
+            // Nothing more waiting: hand over what we have now rather than after the wait.
+            Ok(LiveRead::Timeout) => idle = true,
+            Err(e) => {
+                error = Some(e);
+                break;
+            }
+        }
+        if !batch.is_empty()
+            && (idle || batch.len() >= BATCH || batch_started.elapsed() >= BATCH_LINGER)
+        {
+            match tx.try_send(Msg::Batch(std::mem::replace(&mut batch, new_batch()))) {
+                Ok(()) => {}
+                Err(TrySendError::Full(Msg::Batch(mut b))) => {
+                    c.channel_drops += b.len() as u64;
+                    b.clear();
+                    batch = b;
+                }
+                Err(TrySendError::Full(Msg::File(_))) => {}
+                Err(TrySendError::Disconnected(_)) => break,
+            }
+        }
+        if last_stats.elapsed() >= KERNEL_STATS_EVERY {
+            last_stats = Instant::now();
+            publish(&mut src, &mut c);
+        }
+    }
+    // Shutting down: hand over what is left (waiting a little: the engine is draining).
+    if !batch.is_empty() {
+        let n = batch.len() as u64;
+        if tx
+            .send_timeout(Msg::Batch(batch), Duration::from_secs(1))
+            .is_err()
+        {
+            c.channel_drops += n;
+        }
+    }
+    publish(&mut src, &mut c);
+    error
+}
