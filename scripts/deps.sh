@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing exfilwatch needs, when it is missing (Debian/Ubuntu):
-# libpcap-dev to build; tshark and tcpdump as reference oracles for the tests.
+# libpcap-dev to build; for the tests (--test): tshark and tcpdump as reference oracles,
+# tcpreplay and iproute2 for the live tests in network namespaces.
 set -euo pipefail
 
 need=()
@@ -8,6 +9,8 @@ dpkg-query -W -f='${Status}' libpcap-dev 2>/dev/null | grep -q "ok installed" ||
 if [ "${1:-}" = "--test" ]; then
   command -v tshark >/dev/null || need+=(tshark)
   command -v tcpdump >/dev/null || need+=(tcpdump)
+  command -v tcpreplay >/dev/null || need+=(tcpreplay)
+  command -v ip >/dev/null || need+=(iproute2)
 fi
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}" >&2

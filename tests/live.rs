@@ -1,0 +1,513 @@
+//! Live sensor tests: `exfilwatch live` on real interfaces inside network namespaces that each
+//! test creates and deletes itself.
+//!
+//! Network safety: every test works only inside its own namespace (`ip netns add`): a veth pair
+//! whose both ends live in it, or its own loopback. Frames from the fixtures (with 10.x and
+//! public addresses) are injected on one veth end with tcpreplay and captured on the other;
+//! nothing is routed and nothing leaves the namespace.
+//!
+//! These tests need root, iproute2 and tcpreplay. Without root (or the tools) they print why
+//! and pass, except under `CI=true`, where that is a failure.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_exfilwatch");
+
+fn in_ci() -> bool {
+    matches!(std::env::var("CI").as_deref(), Ok("true") | Ok("1"))
+}
+
+fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Whether live tests can run here; prints why not (and fails under CI).
+fn can_run(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let missing: Vec<&str> = ["ip", "tcpreplay"]
+        .into_iter()
+        .filter(|t| !have(t))
+        .collect();
+    if root && missing.is_empty() {
+        return true;
+    }
+    let why = if root {
+        format!("missing tools: {}", missing.join(", "))
+    } else {
+        "not root".to_string()
+    };
+    assert!(!in_ci(), "{test}: live tests must run in CI, but: {why}");
+    eprintln!("SKIPPED {test}: {why} (live tests need root, iproute2 and tcpreplay)");
+    false
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
+}
+
+fn run_ok(cmd: &mut Command) {
+    let out = cmd.output().expect("spawn");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A network namespace with a veth pair (`cap0` where we capture, `inj0` where we inject),
+/// both inside it, and its loopback up. Deleted on drop.
+struct Netns {
+    name: String,
+}
+
+static SEQ: AtomicUsize = AtomicUsize::new(0);
+
+impl Netns {
+    fn new() -> Netns {
+        let name = format!(
+            "exfw-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::SeqCst)
+        );
+        run_ok(Command::new("ip").args(["netns", "add", &name]));
+        let ns = Netns { name };
+        run_ok(ns.cmd("ip").args([
+            "link", "add", "cap0", "type", "veth", "peer", "name", "inj0",
+        ]));
+        for dev in ["cap0", "inj0", "lo"] {
+            run_ok(ns.cmd("ip").args(["link", "set", dev, "up"]));
+        }
+        ns
+    }
+
+    /// A command run inside the namespace (`ip netns exec` execs it: its pid is the
+    /// command's own).
+    fn cmd(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name, program]);
+        c
+    }
+
+    /// Injects a capture file's frames on `inj0` as fast as possible.
+    fn inject(&self, pcap: &Path) {
+        run_ok(
+            self.cmd("tcpreplay")
+                .args(["-q", "--topspeed", "-i", "inj0"])
+                .arg(pcap),
+        );
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// A running `exfilwatch live`.
+struct Sensor {
+    child: Child,
+    stderr: PathBuf,
+}
+
+impl Sensor {
+    fn start(ns: &Netns, dir: &Path, args: &[&str]) -> Sensor {
+        let stderr = dir.join("sensor.stderr");
+        let child = ns
+            .cmd(BIN)
+            .arg("live")
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&stderr).unwrap())
+            .spawn()
+            .expect("spawn exfilwatch live");
+        let s = Sensor { child, stderr };
+        s.wait_stderr("capturing on", Duration::from_secs(10));
+        // The capture is active once it said so; give the socket a moment to be bound.
+        sleep(Duration::from_millis(200));
+        s
+    }
+
+    fn stderr(&self) -> String {
+        fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    fn wait_stderr(&self, what: &str, limit: Duration) {
+        let t = Instant::now();
+        while !self.stderr().contains(what) {
+            assert!(
+                t.elapsed() < limit,
+                "sensor did not say {what:?}: {}",
+                self.stderr()
+            );
+            sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn signal(&self, sig: &str) {
+        run_ok(Command::new("kill").args([sig, &self.pid().to_string()]));
+    }
+
+    /// SIGTERM and wait: returns the exit status and how long the exit took.
+    fn terminate(mut self) -> (ExitStatus, Duration) {
+        self.signal("-TERM");
+        let t = Instant::now();
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return (st, t.elapsed());
+            }
+            if t.elapsed() > Duration::from_secs(10) {
+                let _ = self.child.kill();
+                panic!("sensor ignored SIGTERM for 10 s: {}", self.stderr());
+            }
+            sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Sensor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tempdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "exfw-live-{tag}-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::SeqCst)
+    ));
+    let _ = fs::remove_dir_all(&d);
+    fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// An alert reduced to what survives replay: packet times change, tuples do not.
+type Tuple = (String, String, String, u64, String, u64, String);
+
+fn tuple(v: &serde_json::Value) -> Tuple {
+    let s = |k: &str| v.get(k).map(|x| x.to_string()).unwrap_or_default();
+    let n = |k: &str| v.get(k).and_then(|x| x.as_u64()).unwrap_or(0);
+    (
+        s("rule"),
+        s("proto"),
+        s("src_ip"),
+        n("src_port"),
+        s("dest_ip"),
+        n("dest_port"),
+        s("vlan"),
+    )
+}
+
+/// The JSON lines of a file, every one of which must parse.
+fn records(path: &Path) -> Vec<serde_json::Value> {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad line {l:?}: {e}")))
+        .collect()
+}
+
+fn alerts(path: &Path) -> Vec<Tuple> {
+    records(path)
+        .iter()
+        .filter(|v| v["event_type"] == "alert")
+        .map(tuple)
+        .collect()
+}
+
+/// What `read` raises on the same capture: the reference for the live run.
+fn offline_alerts(pcap: &Path) -> Vec<Tuple> {
+    let out = Command::new(BIN)
+        .args(["read", "--quiet"])
+        .arg(pcap)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "offline read of {pcap:?}");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| tuple(&serde_json::from_str(l).unwrap()))
+        .collect()
+}
+
+/// Waits until `path` holds `n` alerts; returns how long that took.
+fn wait_alerts(path: &Path, n: usize, limit: Duration) -> Duration {
+    let t = Instant::now();
+    loop {
+        let got = alerts(path).len();
+        if got >= n {
+            return t.elapsed();
+        }
+        assert!(
+            t.elapsed() < limit,
+            "{} of {n} alerts in {path:?} after {limit:?}",
+            got
+        );
+        sleep(Duration::from_millis(5));
+    }
+}
+
+fn sorted(v: &[Tuple]) -> BTreeSet<Tuple> {
+    v.iter().cloned().collect()
+}
+
+#[test]
+fn live_alerts_reach_the_file_within_a_second_and_sigterm_loses_nothing() {
+    if !can_run("live_alerts") {
+        return;
+    }
+    let ns = Netns::new();
+    let dir = tempdir("latency");
+    let out = dir.join("alerts.json");
+    let sensor = Sensor::start(
+        &ns,
+        &dir,
+        &["-i", "cap0", "--alerts", out.to_str().unwrap()],
+    );
+    let mut expected = Vec::new();
+    for name in ["link_ethernet.pcap", "link_vlan_qinq.pcap"] {
+        let pcap = fixture(name);
+        let want = offline_alerts(&pcap);
+        expected.extend(want.iter().cloned());
+        ns.inject(&pcap);
+        // Every alert is in the file within 1 s of the injection, before any signal.
+        let took = wait_alerts(&out, expected.len(), Duration::from_secs(1));
+        eprintln!(
+            "{name}: {} alerts in the file {took:?} after injection",
+            want.len()
+        );
+    }
+    assert_eq!(sorted(&alerts(&out)), sorted(&expected));
+    let (status, took) = sensor.terminate();
+    assert_eq!(status.code(), Some(0), "exit status after SIGTERM");
+    assert!(took < Duration::from_secs(2), "exit took {took:?}");
+    // Nothing lost, nothing doubled, and a final stats record with the drop counters.
+    let recs = records(&out);
+    assert_eq!(alerts(&out).len(), expected.len());
+    let last = recs.last().expect("records");
+    assert_eq!(last["event_type"], "stats", "{last}");
+    let cap = &last["stats"]["capture"];
+    for k in ["kernel_drops", "if_drops", "channel_drops"] {
+        assert_eq!(cap[k], 0, "{k} in {last}");
+    }
+    assert!(cap["packets"].as_u64().unwrap() >= 6, "{last}");
+    assert_eq!(last["stats"]["alerts"]["written"], expected.len());
+    for r in recs.iter().filter(|v| v["event_type"] == "alert") {
+        assert_eq!(r["in_iface"], "cap0");
+        assert!(r.get("pcap_filename").is_none());
+    }
+}
+
+#[test]
+fn sighup_after_move_writes_to_the_new_file() {
+    if !can_run("sighup") {
+        return;
+    }
+    let ns = Netns::new();
+    let dir = tempdir("hup");
+    let out = dir.join("alerts.json");
+    let rotated = dir.join("alerts.json.1");
+    let sensor = Sensor::start(
+        &ns,
+        &dir,
+        &["-i", "cap0", "--alerts", out.to_str().unwrap()],
+    );
+    let first = fixture("link_ethernet.pcap");
+    ns.inject(&first);
+    wait_alerts(&out, offline_alerts(&first).len(), Duration::from_secs(1));
+    fs::rename(&out, &rotated).unwrap();
+    sensor.signal("-HUP");
+    sleep(Duration::from_millis(300));
+    let second = fixture("link_vlan_qinq.pcap");
+    ns.inject(&second);
+    let want = offline_alerts(&second);
+    wait_alerts(&out, want.len(), Duration::from_secs(1));
+    let (status, _) = sensor.terminate();
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(sorted(&alerts(&rotated)), sorted(&offline_alerts(&first)));
+    assert_eq!(sorted(&alerts(&out)), sorted(&want));
+}
+
+/// `/proc/PID/status` field `key` (e.g. `Uid:`), whitespace-separated values.
+fn proc_status(pid: u32, key: &str) -> Vec<String> {
+    let s = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines()
+        .find(|l| l.starts_with(key))
+        .map(|l| l.split_whitespace().skip(1).map(String::from).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn user_nobody_drops_root_and_still_writes_and_reopens() {
+    if !can_run("user_nobody") {
+        return;
+    }
+    let ns = Netns::new();
+    let dir = tempdir("user");
+    // The log directory belongs to the sensor's user, as under systemd's LogsDirectory=.
+    run_ok(Command::new("chown").arg("nobody").arg(&dir));
+    let out = dir.join("alerts.json");
+    let sensor = Sensor::start(
+        &ns,
+        &dir,
+        &[
+            "-i",
+            "cap0",
+            "--user",
+            "nobody",
+            "--alerts",
+            out.to_str().unwrap(),
+        ],
+    );
+    let pid = sensor.pid();
+    let nobody = String::from_utf8(
+        Command::new("id")
+            .args(["-u", "nobody"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .to_string();
+    // Real, effective, saved and filesystem uid and gid are all nobody's; no capability left.
+    assert_eq!(proc_status(pid, "Uid:"), vec![nobody.clone(); 4]);
+    assert!(!proc_status(pid, "Gid:").contains(&"0".to_string()));
+    for caps in ["CapEff:", "CapPrm:"] {
+        assert_eq!(proc_status(pid, caps), vec!["0000000000000000"], "{caps}");
+    }
+    assert_eq!(proc_status(pid, "NoNewPrivs:"), vec!["1"]);
+
+    let first = fixture("link_ethernet.pcap");
+    ns.inject(&first);
+    wait_alerts(&out, offline_alerts(&first).len(), Duration::from_secs(1));
+    fs::rename(&out, dir.join("alerts.json.1")).unwrap();
+    sensor.signal("-HUP");
+    sleep(Duration::from_millis(300));
+    let second = fixture("link_vlan_qinq.pcap");
+    ns.inject(&second);
+    wait_alerts(&out, offline_alerts(&second).len(), Duration::from_secs(1));
+    let stderr = sensor.stderr();
+    let (status, _) = sensor.terminate();
+    assert_eq!(status.code(), Some(0));
+    assert!(!stderr.contains("reopening"), "{stderr}");
+    // The new file was created by the unprivileged sensor.
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(fs::metadata(&out).unwrap().uid().to_string(), nobody);
+}
+
+#[test]
+fn real_loopback_connection_to_ollama_port_raises_the_syn_alert() {
+    if !can_run("loopback") {
+        return;
+    }
+    let ns = Netns::new();
+    let dir = tempdir("lo");
+    let out = dir.join("alerts.json");
+    let sensor = Sensor::start(&ns, &dir, &["-i", "lo", "--alerts", out.to_str().unwrap()]);
+    // A real TCP connection attempt on the namespace's loopback (refused: nothing listens,
+    // but the SYN is on the wire).
+    let _ = ns
+        .cmd("bash")
+        .args(["-c", "exec 3<>/dev/tcp/127.0.0.1/11434"])
+        .stderr(Stdio::null())
+        .status();
+    let took = wait_alerts(&out, 1, Duration::from_secs(1));
+    eprintln!("loopback SYN alert after {took:?}");
+    let a = &records(&out)[0];
+    assert_eq!(a["rule"], "ai-port-syn");
+    assert_eq!(a["dest_ip"], "127.0.0.1");
+    assert_eq!(a["dest_port"], 11434);
+    let (status, _) = sensor.terminate();
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(
+        alerts(&out).len(),
+        1,
+        "the RST reply is not another connection"
+    );
+}
+
+#[test]
+fn bad_bpf_expression_fails_cleanly() {
+    if !can_run("bad_bpf") {
+        return;
+    }
+    let ns = Netns::new();
+    let out = ns
+        .cmd(BIN)
+        .args(["live", "-i", "lo", "--bpf", "tcp port and and"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad BPF expression"), "{err}");
+    assert!(err.contains("syntax error"), "libpcap's own message: {err}");
+    assert!(!err.contains("panicked"));
+}
+
+#[test]
+fn bpf_filter_applies_and_stats_are_reported() {
+    if !can_run("bpf_stats") {
+        return;
+    }
+    let ns = Netns::new();
+    let dir = tempdir("bpf");
+    let out = dir.join("alerts.json");
+    // Only UDP passes the kernel filter: the TCP SYN alerts of the fixture disappear.
+    let sensor = Sensor::start(
+        &ns,
+        &dir,
+        &[
+            "-i",
+            "cap0",
+            "--bpf",
+            "udp or (vlan and udp)",
+            "--stats-interval",
+            "200ms",
+            "--alerts",
+            out.to_str().unwrap(),
+        ],
+    );
+    let pcap = fixture("link_ethernet.pcap");
+    ns.inject(&pcap);
+    wait_alerts(&out, 1, Duration::from_secs(1));
+    sleep(Duration::from_millis(500));
+    let (status, _) = sensor.terminate();
+    assert_eq!(status.code(), Some(0));
+    let got = alerts(&out);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].1, "\"UDP\"");
+    let stats: Vec<_> = records(&out)
+        .into_iter()
+        .filter(|v| v["event_type"] == "stats")
+        .collect();
+    assert!(stats.len() >= 2, "periodic and final stats records");
+    let mut stderr = String::new();
+    fs::File::open(dir.join("sensor.stderr"))
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(stderr.contains("kernel_drops=0"), "{stderr}");
+    assert!(stderr.contains("channel_drops=0"), "{stderr}");
+}
