@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing exfilwatch needs, when it is missing (Debian/Ubuntu):
 # libpcap-dev to build; for the tests (--test): tshark and tcpdump as reference oracles,
-# tcpreplay and iproute2 for the live tests in network namespaces.
+# tcpreplay and iproute2 for the live tests in network namespaces, nftables and iptables to
+# check the rendered firewalls.
 set -euo pipefail
 
 need=()
@@ -11,6 +12,8 @@ if [ "${1:-}" = "--test" ]; then
   command -v tcpdump >/dev/null || need+=(tcpdump)
   command -v tcpreplay >/dev/null || need+=(tcpreplay)
   command -v ip >/dev/null || need+=(iproute2)
+  command -v nft >/dev/null || need+=(nftables)
+  command -v iptables-restore >/dev/null || need+=(iptables)
 fi
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}" >&2

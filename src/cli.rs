@@ -41,6 +41,18 @@ pub enum Command {
     Live(LiveArgs),
     /// List capture devices and their addresses.
     Interfaces,
+    /// Render the rules' [policy] as default-deny firewall rules for the hosts of one zone.
+    Firewall {
+        /// Rule file or directory; repeatable. Default: the embedded rules.
+        #[arg(long = "rules", value_name = "PATH")]
+        rules: Vec<PathBuf>,
+        /// Output dialect.
+        #[arg(long, value_enum, default_value_t = FirewallFormatArg::Nftables)]
+        format: FirewallFormatArg,
+        /// The zone whose hosts the rules are for.
+        #[arg(long, default_value = "ai")]
+        zone: String,
+    },
     /// Validate rule files and print what they compile to (no PATH: the embedded defaults).
     CheckRules {
         /// Rule files or directories of *.toml files.
@@ -63,6 +75,16 @@ pub struct ReadArgs {
     /// Do not print the summary on standard error.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Append one JSON flow record per ended flow to this file.
+    #[arg(long, value_name = "PATH")]
+    pub flows: Option<PathBuf>,
+    /// After the alerts, print the analyst's report (top outside destinations per inside
+    /// host, flows by policy verdict, alerts by rule) on standard error.
+    #[arg(long)]
+    pub report: bool,
+    /// Write the report as JSON to this file.
+    #[arg(long, value_name = "PATH")]
+    pub report_json: Option<PathBuf>,
     /// Capture files, read in this order as one timeline.
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<String>,
@@ -100,6 +122,12 @@ pub struct LiveArgs {
     /// Alert format.
     #[arg(long, value_enum, default_value_t = FormatArg::Json)]
     pub format: FormatArg,
+    /// Append one JSON flow record per ended flow to this file (reopened on SIGHUP too).
+    #[arg(long, value_name = "PATH")]
+    pub flows: Option<PathBuf>,
+    /// With --flows: how often flows alive longer than this get an update record.
+    #[arg(long, default_value = "5m", value_name = "DUR", value_parser = parse_interval)]
+    pub flow_update_interval: std::time::Duration,
 }
 
 fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
@@ -109,6 +137,16 @@ fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
             "bad interval {s:?}: a whole number and a unit (ms, s, m, h), at least 100ms"
         )),
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FirewallFormatArg {
+    /// One `inet` table for IPv4 and IPv6 (`nft -f`).
+    Nftables,
+    /// iptables-restore input, the IPv4 half.
+    Iptables,
+    /// ip6tables-restore input, the IPv6 half.
+    Ip6tables,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -140,6 +178,11 @@ pub fn run(cli: Cli) -> u8 {
         Command::Read(args) => read(args),
         Command::Live(args) => live(args),
         Command::Interfaces => list_interfaces(),
+        Command::Firewall {
+            rules,
+            format,
+            zone,
+        } => firewall(&rules, format, &zone),
         Command::CheckRules { paths } => check_rules(&paths),
     }
 }
@@ -202,7 +245,23 @@ fn read(args: ReadArgs) -> u8 {
         FormatArg::Json => Format::Json,
         FormatArg::Text => Format::Text,
     };
-    let engine = Engine::new(rules, AlertWriter::new(format, out));
+    let mut engine = Engine::new(rules, AlertWriter::new(format, out));
+    if let Some(p) = &args.flows {
+        match Output::append(p) {
+            Ok(o) => engine.set_flow_output(o),
+            Err(e) => {
+                eprint_err(format_args!(
+                    "{}: cannot open flow output: {e}",
+                    p.display()
+                ));
+                return EXIT_ERROR;
+            }
+        }
+    }
+    let want_report = args.report || args.report_json.is_some();
+    if want_report {
+        engine.collect_talkers();
+    }
     let report = pipeline::read_files(&args.files, engine, |e| eprint_err(e));
     if let Some(e) = &report.output_error {
         let name = args
@@ -214,7 +273,23 @@ fn read(args: ReadArgs) -> u8 {
     if !args.quiet {
         let _ = io::stderr().write_all(summary(&args.files, &report).as_bytes());
     }
-    if report.output_error.is_some() || !report.input_errors.is_empty() {
+    let mut report_failed = false;
+    if want_report {
+        let r = crate::report::Report::build(&report, 10);
+        if args.report {
+            let _ = io::stderr().write_all(r.text().as_bytes());
+        }
+        if let Some(p) = &args.report_json {
+            if let Err(e) = std::fs::write(p, r.json()) {
+                eprint_err(format_args!(
+                    "{}: writing the report failed: {e}",
+                    p.display()
+                ));
+                report_failed = true;
+            }
+        }
+    }
+    if report.output_error.is_some() || !report.input_errors.is_empty() || report_failed {
         EXIT_ERROR
     } else if report.engine.alerts() > 0 {
         EXIT_ALERTS
@@ -385,12 +460,26 @@ fn live(args: LiveArgs) -> u8 {
             return EXIT_ERROR;
         }
     };
+    let flows_existed = args.flows.as_ref().is_some_and(|p| p.exists());
+    let flows_out = match args.flows.as_ref().map(|p| (p, Output::append(p))) {
+        None => None,
+        Some((_, Ok(o))) => Some(o),
+        Some((p, Err(e))) => {
+            eprint_err(format_args!(
+                "{}: cannot open flow output: {e}",
+                p.display()
+            ));
+            return EXIT_ERROR;
+        }
+    };
     if let Some(user) = &user {
-        // A file we created as root goes to the user, who must reopen it on SIGHUP.
-        if let (Some(p), false) = (&args.alerts, existed) {
-            if let Err(e) = crate::privilege::chown(p, user) {
-                eprint_err(format_args!("{}: chown to {}: {e}", p.display(), user.name));
-                return EXIT_ERROR;
+        // Files we created as root go to the user, who must reopen them on SIGHUP.
+        for (path, existed) in [(&args.alerts, existed), (&args.flows, flows_existed)] {
+            if let (Some(p), false) = (path, existed) {
+                if let Err(e) = crate::privilege::chown(p, user) {
+                    eprint_err(format_args!("{}: chown to {}: {e}", p.display(), user.name));
+                    return EXIT_ERROR;
+                }
             }
         }
         if let Err(e) = crate::privilege::drop_to(user) {
@@ -419,6 +508,9 @@ fn live(args: LiveArgs) -> u8 {
     };
     let mut engine = Engine::new(rules, AlertWriter::new(format, out));
     engine.set_interface(&args.interface);
+    if let Some(o) = flows_out {
+        engine.set_flow_output(o);
+    }
     let _ = writeln!(
         io::stderr(),
         "exfilwatch: capturing on {} (link type {}, snaplen {}{}){}",
@@ -435,6 +527,7 @@ fn live(args: LiveArgs) -> u8 {
         engine,
         ctl,
         args.stats_interval,
+        args.flows.as_ref().map(|_| args.flow_update_interval),
         |s| {
             let _ = writeln!(io::stderr(), "{}", s.text());
         },
@@ -451,4 +544,37 @@ fn live(args: LiveArgs) -> u8 {
         status = EXIT_ERROR;
     }
     status
+}
+
+fn firewall(paths: &[PathBuf], format: FirewallFormatArg, zone: &str) -> u8 {
+    use crate::firewall::{render, FirewallFormat};
+    let rules = match load_rules(paths) {
+        Ok(r) => r,
+        Err(e) => {
+            eprint_err(e);
+            return EXIT_ERROR;
+        }
+    };
+    let format = match format {
+        FirewallFormatArg::Nftables => FirewallFormat::Nftables,
+        FirewallFormatArg::Iptables => FirewallFormat::Iptables,
+        FirewallFormatArg::Ip6tables => FirewallFormat::Ip6tables,
+    };
+    match render(&rules, zone, format) {
+        Ok(text) => {
+            let mut out = io::stdout().lock();
+            match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+                Ok(()) => EXIT_CLEAN,
+                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => EXIT_CLEAN,
+                Err(e) => {
+                    eprint_err(format_args!("writing to standard output: {e}"));
+                    EXIT_ERROR
+                }
+            }
+        }
+        Err(e) => {
+            eprint_err(e);
+            EXIT_ERROR
+        }
+    }
 }

@@ -2,18 +2,24 @@
 //! packet summary at a time, in packet order.
 //!
 //! Contract: [`Engine::process`] is deterministic: the same summaries in the same order give
-//! the same alerts, byte for byte. It owns all per-flow state, so one engine sees all the
-//! packets of every flow it tracks.
+//! the same alerts and flow records, byte for byte. It owns all per-flow state, so one engine
+//! sees all the packets of every flow it tracks. Per packet it does O(1) flow work plus the
+//! rules that can match: connection rules only on a flow's first packet or first SYN, volume
+//! and duration rules only on flows that matched them when they were created.
 
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io;
-use std::sync::Arc;
+use std::net::IpAddr;
 
-use crate::alert::{Alert, AlertWriter, Limiter, Verdict};
+use ipnetwork::IpNetwork;
+
+use crate::alert::{Alert, AlertWriter, FlowCounters, Limiter, Output, Verdict};
 use crate::community_id::community_id_v1;
-use crate::decode::{PacketSummary, Transport};
-use crate::flow::{EndReason, FlowStats, FlowTable};
-use crate::rules::eval::{Evaluator, Match};
-use crate::rules::RuleSet;
+use crate::decode::{proto, PacketSummary, Transport};
+use crate::flow::{Direction, EndReason, Flow, FlowState, FlowStats, FlowTable};
+use crate::rules::eval::{has_ports, Evaluator, Match};
+use crate::rules::{Rule, RuleKind, RuleSet, Severity, VolumeTrack};
+use crate::time::{Duration, Timestamp};
 
 /// Per-rule counters.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -24,6 +30,17 @@ pub struct RuleCounts {
     pub suppressed: u64,
 }
 
+/// Flows by policy verdict, counted when they start.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PolicyCounts {
+    /// Touching a watched zone and covered by an allow entry.
+    pub allowed: u64,
+    /// Touching a watched zone and covered by none (each raised a `policy` alert).
+    pub denied: u64,
+    /// Touching no watched zone.
+    pub unwatched: u64,
+}
+
 /// What the engine counted.
 #[derive(Debug, Clone, Default)]
 pub struct EngineStats {
@@ -31,8 +48,9 @@ pub struct EngineStats {
     pub flows: FlowStats,
     /// Flows that ended, by reason (timeout, fin, rst, evicted, shutdown).
     pub ended: [(&'static str, u64); 5],
-    /// Indexed like [`RuleSet::rules`].
+    /// Per rule, in rule order (the `policy` pseudo-rule last, when there is a policy).
     pub rules: Vec<(String, RuleCounts)>,
+    pub policy: Option<PolicyCounts>,
 }
 
 impl EngineStats {
@@ -47,38 +65,171 @@ impl EngineStats {
     }
 }
 
+/// Bytes one inside host sent to one outside peer, for the report.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Talk {
+    pub bytes: u64,
+    pub flows: u64,
+}
+
+/// Per inside host, what it sent to each outside address (ended flows).
+pub type Talkers = BTreeMap<IpAddr, BTreeMap<IpAddr, Talk>>;
+
+/// One volume or duration rule watching one flow.
+#[derive(Debug, Clone, Copy)]
+struct WatchEntry {
+    rule: usize,
+    /// The inside host (the one in `src`) is the flow's initiator.
+    inside_is_initiator: bool,
+    fired: bool,
+}
+
+/// A by_src sliding window: packets' bytes in time order, merged within a quantum.
+#[derive(Debug, Default)]
+struct SrcWindow {
+    q: VecDeque<(Timestamp, u64)>,
+    sum: u64,
+    /// Fired and not yet back to or below the threshold.
+    above: bool,
+}
+
+/// Zone lookup: the most specific watched network holding an address.
+#[derive(Debug, Default)]
+struct Zones {
+    /// (network, zone name), longest prefix first.
+    nets: Vec<(IpNetwork, String)>,
+}
+
+impl Zones {
+    fn of(&self, ip: IpAddr) -> &str {
+        self.nets
+            .iter()
+            .find(|(n, _)| n.contains(ip))
+            .map_or("any", |(_, z)| z.as_str())
+    }
+}
+
+/// Extra facts a match carries to its alert.
+#[derive(Debug, Clone, Copy)]
+enum Extra {
+    None,
+    Window(u64, Duration),
+    Zones,
+}
+
 /// Flow tracking, rule evaluation and alert output for a stream of summaries.
 pub struct Engine {
     rules: RuleSet,
     eval: Evaluator,
+    /// `egress-volume` and `long-flow` rules, by index.
+    watch_rules: Vec<usize>,
+    /// The `policy` pseudo-rule (index `rules.rules.len()` in counts).
+    policy_rule: Option<Rule>,
+    zones: Zones,
+    /// Networks that make a host "inside" for the report.
+    inside: Vec<IpNetwork>,
     flows: FlowTable,
+    watches: Vec<Vec<WatchEntry>>,
+    free_watches: Vec<u32>,
+    windows: HashMap<(usize, IpAddr), SrcWindow>,
     limiter: Limiter,
     writer: AlertWriter,
-    matches: Vec<Match>,
+    flow_out: Option<Output>,
+    talkers: Option<Talkers>,
+    matches: Vec<(Match, Extra)>,
     counts: Vec<RuleCounts>,
+    policy_counts: PolicyCounts,
     ended: [u64; 5],
     packets: u64,
     /// Live capture interface, reported as `in_iface`.
     iface: Option<String>,
+    line: Vec<u8>,
 }
 
 impl Engine {
     pub fn new(rules: RuleSet, writer: AlertWriter) -> Engine {
         let eval = Evaluator::new(&rules);
         let flows = FlowTable::new(rules.flow);
-        let counts = vec![RuleCounts::default(); rules.rules.len()];
+        let watch_rules = rules
+            .rules
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| matches!(r.kind, RuleKind::EgressVolume | RuleKind::LongFlow))
+            .map(|(i, _)| i)
+            .collect();
+        let mut zones = Zones::default();
+        let policy_rule = rules.policy.as_ref().map(|p| {
+            for z in &p.zones {
+                if let Some(set) = rules.networks.get(z) {
+                    zones
+                        .nets
+                        .extend(set.networks().iter().map(|n| (*n, z.clone())));
+                }
+            }
+            zones
+                .nets
+                .sort_by_key(|(n, _)| std::cmp::Reverse(n.prefix()));
+            Rule {
+                id: "policy".into(),
+                kind: RuleKind::Egress,
+                severity: p.severity,
+                message: "Flow not allowed by the policy".into(),
+                proto: crate::rules::ProtoFilter::Any,
+                src: None,
+                dest: None,
+                src_not: None,
+                dest_not: None,
+                dest_port: None,
+                limit: None,
+                volume: None,
+                duration: None,
+                origin: "[policy]".into(),
+            }
+        });
+        let inside = rules
+            .networks
+            .values()
+            .flat_map(|s| s.networks().iter().copied())
+            .collect();
+        let counts = vec![RuleCounts::default(); rules.rules.len() + 1];
         Engine {
             rules,
             eval,
+            watch_rules,
+            policy_rule,
+            zones,
+            inside,
             flows,
+            watches: Vec::new(),
+            free_watches: Vec::new(),
+            windows: HashMap::new(),
             limiter: Limiter::default(),
             writer,
+            flow_out: None,
+            talkers: None,
             matches: Vec::new(),
             counts,
+            policy_counts: PolicyCounts::default(),
             ended: [0; 5],
             packets: 0,
             iface: None,
+            line: Vec::with_capacity(512),
         }
+    }
+
+    /// Writes one `"event_type":"flow"` record per ended flow to `out`.
+    pub fn set_flow_output(&mut self, out: Output) {
+        self.flow_out = Some(out);
+    }
+
+    /// Collects, per inside host, the bytes it sent to each outside address (for the report).
+    pub fn collect_talkers(&mut self) {
+        self.talkers = Some(Talkers::new());
+    }
+
+    /// The collected talkers (after [`Engine::finish`], every flow is in).
+    pub fn talkers(&self) -> Option<&Talkers> {
+        self.talkers.as_ref()
     }
 
     /// Live mode: alerts name the interface (`in_iface`) instead of a file.
@@ -86,64 +237,154 @@ impl Engine {
         self.iface = Some(name.to_string());
     }
 
-    /// Processes one packet read from `file`. An error is the alert output failing.
+    /// Processes one packet read from `file`. An error is an output failing.
     pub fn process(&mut self, p: &PacketSummary, file: &str) -> io::Result<()> {
         self.packets += 1;
         self.flows.advance(p.ts);
         self.limiter.sweep(self.flows.now());
         let tracked = self.flows.track(p);
-        self.count_ended();
+        self.handle_ended()?;
         let Some(t) = tracked else {
             return Ok(());
         };
-        if !(t.created || t.first_syn) {
-            return Ok(());
-        }
-        let Some(flow) = self.flows.get(t.slot) else {
+        self.matches.clear();
+        let Engine {
+            flows,
+            rules,
+            eval,
+            matches,
+            watches,
+            free_watches,
+            windows,
+            zones,
+            policy_counts,
+            watch_rules,
+            ..
+        } = self;
+        let Some(flow) = flows.get(t.slot) else {
             return Ok(());
         };
-        self.matches.clear();
-        self.eval
-            .evaluate(&self.rules.rules, p, flow, &t, &mut self.matches);
+        let mut new_ext = None;
+        if t.created || t.first_syn {
+            let mut m = Vec::new();
+            eval.evaluate(&rules.rules, p, flow, &t, &mut m);
+            matches.extend(m.into_iter().map(|m| (m, Extra::None)));
+        }
+        if t.created {
+            check_policy(rules, zones, policy_counts, flow, matches);
+            if !watch_rules.is_empty() {
+                let entries = watch_entries(rules, watch_rules, flow);
+                if !entries.is_empty() {
+                    let idx = match free_watches.pop() {
+                        Some(i) => {
+                            watches[i as usize] = entries;
+                            i
+                        }
+                        None => {
+                            watches.push(entries);
+                            (watches.len() - 1) as u32
+                        }
+                    };
+                    new_ext = Some(idx);
+                }
+            }
+        }
+        if let Some(idx) = new_ext {
+            flows.set_ext(t.slot, idx);
+        }
+        let Some(flow) = flows.get(t.slot) else {
+            return Ok(());
+        };
+        if flow.ext != u32::MAX {
+            check_watches(rules, watches, windows, matches, p, flow, t.direction);
+        }
+        if self.matches.is_empty() {
+            return Ok(());
+        }
+        if self.matches.len() > 1 {
+            self.matches.sort_by_key(|(m, _)| m.rule);
+        }
+        let flow = flow.clone();
+        let matches = std::mem::take(&mut self.matches);
+        let r = self.emit_all(p, &flow, file, &matches);
+        self.matches = matches;
+        r
+    }
+
+    fn emit_all(
+        &mut self,
+        p: &PacketSummary,
+        flow: &Flow,
+        file: &str,
+        matches: &[(Match, Extra)],
+    ) -> io::Result<()> {
         let icmp = match p.transport {
             Transport::Icmp { icmp_type, code } => Some((icmp_type, code)),
             _ => None,
         };
-        for m in &self.matches {
-            let rule = &self.rules.rules[m.rule];
-            let suppressed = match &rule.limit {
-                None => 0,
-                Some(limit) => match self
-                    .limiter
-                    .check(m.rule, limit, p.ts, m.src, m.dest, flow.id)
-                {
-                    Verdict::Emit { suppressed } => suppressed,
-                    Verdict::Suppress => {
-                        self.counts[m.rule].suppressed += 1;
-                        continue;
-                    }
+        let counters = counters_of(flow);
+        for (m, extra) in matches {
+            let rule = match self.rules.rules.get(m.rule) {
+                Some(r) => r,
+                None => match &self.policy_rule {
+                    Some(r) => r,
+                    None => continue,
                 },
             };
-            let ports = match (m.src_port, m.dest_port, icmp) {
-                (Some(s), Some(d), _) => Some((s, d)),
-                (_, _, Some((t, c))) => Some((u16::from(t), u16::from(c))),
+            let suppressed = match &rule.limit {
+                None => 0,
+                Some(limit) => {
+                    match self
+                        .limiter
+                        .check(m.rule, limit, p.ts, m.src, m.dest, flow.id)
+                    {
+                        Verdict::Emit { suppressed } => suppressed,
+                        Verdict::Suppress => {
+                            self.counts[m.rule].suppressed += 1;
+                            continue;
+                        }
+                    }
+                }
+            };
+            // The hash is the flow's: for ICMP, the flow key's type/code equivalents, oriented
+            // from the alert's source (the packet's own type/code only go in icmp_type/code).
+            let ports = match (m.src_port, m.dest_port) {
+                (Some(s), Some(d)) => Some((s, d)),
+                _ if matches!(flow.key.proto, proto::ICMP | proto::ICMPV6) => {
+                    let (a, b) = if flow.initiator().addr == m.src {
+                        (flow.initiator(), flow.responder())
+                    } else {
+                        (flow.responder(), flow.initiator())
+                    };
+                    Some((a.port, b.port))
+                }
+                _ => None,
+            };
+            let zones = match extra {
+                Extra::Zones => Some((self.zones.of(m.src), self.zones.of(m.dest))),
                 _ => None,
             };
             let alert = Alert {
                 ts: p.ts,
                 rule,
-                proto: p.proto,
+                proto: flow.key.proto,
                 src: m.src,
                 src_port: m.src_port,
                 dest: m.dest,
                 dest_port: m.dest_port,
                 icmp,
                 vlans: p.vlans,
-                community_id: community_id_v1(0, m.src, m.dest, p.proto, ports),
+                community_id: community_id_v1(0, m.src, m.dest, flow.key.proto, ports),
                 suppressed,
                 pcap_filename: file,
                 pcap_cnt: p.pcap_cnt,
                 in_iface: self.iface.as_deref(),
+                flow: Some(counters),
+                window: match extra {
+                    Extra::Window(sum, w) => Some((*sum, *w)),
+                    _ => None,
+                },
+                zones,
             };
             self.writer.write(&alert)?;
             self.counts[m.rule].alerts += 1;
@@ -151,50 +392,75 @@ impl Engine {
         Ok(())
     }
 
-    fn count_ended(&mut self) {
-        for (_, reason) in self.flows.drain_ended() {
+    fn handle_ended(&mut self) -> io::Result<()> {
+        let ended: Vec<(Flow, EndReason)> = self.flows.drain_ended().collect();
+        for (flow, reason) in ended {
             self.ended[reason_index(reason)] += 1;
+            if flow.ext != u32::MAX {
+                if let Some(w) = self.watches.get_mut(flow.ext as usize) {
+                    w.clear();
+                    self.free_watches.push(flow.ext);
+                }
+            }
+            if let Some(t) = self.talkers.as_mut() {
+                account_talk(t, &self.inside, &flow);
+            }
+            if self.flow_out.is_some() {
+                self.line.clear();
+                flow_record(
+                    &mut self.line,
+                    &flow,
+                    reason.as_str(),
+                    self.iface.as_deref(),
+                )?;
+                if let Some(out) = self.flow_out.as_mut() {
+                    out.write_line(&self.line)?;
+                }
+            }
         }
+        Ok(())
     }
 
-    /// Ends the input: flows still alive end with reason `shutdown`; output is flushed.
-    pub fn finish(&mut self) -> io::Result<()> {
-        self.flows.shutdown();
-        self.count_ended();
-        self.writer.flush()
-    }
-
-    /// Flushes written alerts to the OS.
-    pub fn flush(&mut self) -> io::Result<()> {
-        self.writer.flush()
-    }
-
-    /// Counters so far.
-    pub fn stats(&self) -> EngineStats {
-        let names = ["timeout", "fin", "rst", "evicted", "shutdown"];
-        let mut ended = [("", 0); 5];
-        for (i, n) in names.iter().enumerate() {
-            ended[i] = (n, self.ended[i]);
+    /// Writes an update record for every flow alive longer than `min_age` (live mode).
+    pub fn write_flow_updates(&mut self, min_age: Duration) -> io::Result<()> {
+        let Some(out) = self.flow_out.as_mut() else {
+            return Ok(());
+        };
+        let now = self.flows.now();
+        for f in self.flows.alive() {
+            if now.since(f.first_seen) > min_age {
+                self.line.clear();
+                flow_record(&mut self.line, f, "update", self.iface.as_deref())?;
+                out.write_line(&self.line)?;
+            }
         }
-        EngineStats {
-            packets: self.packets,
-            flows: self.flows.stats().clone(),
-            ended,
-            rules: self
-                .rules
-                .rules
-                .iter()
-                .zip(&self.counts)
-                .map(|(r, c)| (r.id.clone(), c.clone()))
-                .collect(),
-        }
+        out.flush()
     }
 
     /// Advances the flow clock without a packet (live mode's timer), expiring idle flows.
-    pub fn tick(&mut self, now: crate::time::Timestamp) {
+    pub fn tick(&mut self, now: Timestamp) -> io::Result<()> {
         self.flows.advance(now);
         self.limiter.sweep(self.flows.now());
-        self.count_ended();
+        self.windows.retain(|_, w| !w.q.is_empty() || w.above);
+        self.handle_ended()
+    }
+
+    /// Ends the input: flows still alive end with reason `shutdown`; outputs are flushed.
+    pub fn finish(&mut self) -> io::Result<()> {
+        self.flows.shutdown();
+        self.handle_ended()?;
+        if let Some(out) = self.flow_out.as_mut() {
+            out.flush()?;
+        }
+        self.writer.flush()
+    }
+
+    /// Flushes written alerts (and flow records) to the OS.
+    pub fn flush(&mut self) -> io::Result<()> {
+        if let Some(out) = self.flow_out.as_mut() {
+            out.flush()?;
+        }
+        self.writer.flush()
     }
 
     /// Writes a non-alert line (a stats record) into the alert stream.
@@ -207,8 +473,11 @@ impl Engine {
         self.writer.format()
     }
 
-    /// Reopens the alert file by its path.
+    /// Reopens the alert file (and the flow file) by path.
     pub fn reopen(&mut self) -> io::Result<()> {
+        if let Some(out) = self.flow_out.as_mut() {
+            out.reopen()?;
+        }
         self.writer.reopen()
     }
 
@@ -221,6 +490,266 @@ impl Engine {
     pub fn flows_alive(&self) -> usize {
         self.flows.len()
     }
+
+    /// The compiled rules.
+    pub fn rules(&self) -> &RuleSet {
+        &self.rules
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> EngineStats {
+        let names = ["timeout", "fin", "rst", "evicted", "shutdown"];
+        let mut ended = [("", 0); 5];
+        for (i, n) in names.iter().enumerate() {
+            ended[i] = (n, self.ended[i]);
+        }
+        let mut rules: Vec<(String, RuleCounts)> = self
+            .rules
+            .rules
+            .iter()
+            .zip(&self.counts)
+            .map(|(r, c)| (r.id.clone(), c.clone()))
+            .collect();
+        if self.policy_rule.is_some() {
+            rules.push(("policy".into(), self.counts[self.rules.rules.len()].clone()));
+        }
+        EngineStats {
+            packets: self.packets,
+            flows: self.flows.stats().clone(),
+            ended,
+            rules,
+            policy: self
+                .policy_rule
+                .as_ref()
+                .map(|_| self.policy_counts.clone()),
+        }
+    }
+
+    /// The severity of `policy` alerts, if there is a policy.
+    pub fn policy_severity(&self) -> Option<Severity> {
+        self.policy_rule.as_ref().map(|r| r.severity)
+    }
+}
+
+fn check_policy(
+    rules: &RuleSet,
+    zones: &Zones,
+    counts: &mut PolicyCounts,
+    flow: &Flow,
+    matches: &mut Vec<(Match, Extra)>,
+) {
+    let Some(policy) = &rules.policy else {
+        return;
+    };
+    let (ini, resp) = (flow.initiator(), flow.responder());
+    let from = zones.of(ini.addr);
+    let to = zones.of(resp.addr);
+    if from == "any" && to == "any" {
+        counts.unwatched += 1;
+        return;
+    }
+    let dport = has_ports(flow.key.proto).then_some(resp.port);
+    if policy.allows(from, to, flow.key.proto, dport) {
+        counts.allowed += 1;
+    } else {
+        counts.denied += 1;
+        matches.push((
+            Match {
+                rule: rules.rules.len(),
+                src: ini.addr,
+                dest: resp.addr,
+                src_port: dport.map(|_| ini.port),
+                dest_port: dport,
+            },
+            Extra::Zones,
+        ));
+    }
+}
+
+/// The volume and duration rules a new flow matches, with its inside side.
+fn watch_entries(rules: &RuleSet, watch_rules: &[usize], flow: &Flow) -> Vec<WatchEntry> {
+    let (ini, resp) = (flow.initiator(), flow.responder());
+    let ports = has_ports(flow.key.proto);
+    watch_rules
+        .iter()
+        .filter_map(|&i| {
+            let r = &rules.rules[i];
+            let side = |a: crate::flow::Endpoint, b: crate::flow::Endpoint| {
+                r.matches_tuple(flow.key.proto, a.addr, b.addr, ports.then_some(b.port))
+            };
+            let inside_is_initiator = if side(ini, resp) {
+                true
+            } else if side(resp, ini) {
+                false
+            } else {
+                return None;
+            };
+            Some(WatchEntry {
+                rule: i,
+                inside_is_initiator,
+                fired: false,
+            })
+        })
+        .collect()
+}
+
+fn check_watches(
+    rules: &RuleSet,
+    watches: &mut [Vec<WatchEntry>],
+    windows: &mut HashMap<(usize, IpAddr), SrcWindow>,
+    matches: &mut Vec<(Match, Extra)>,
+    p: &PacketSummary,
+    flow: &Flow,
+    dir: Direction,
+) {
+    let Some(entries) = watches.get_mut(flow.ext as usize) else {
+        return;
+    };
+    for e in entries.iter_mut() {
+        let r = &rules.rules[e.rule];
+        let inside_dir = if e.inside_is_initiator {
+            Direction::ToServer
+        } else {
+            Direction::ToClient
+        };
+        let (inside, peer) = if e.inside_is_initiator {
+            (flow.initiator(), flow.responder())
+        } else {
+            (flow.responder(), flow.initiator())
+        };
+        let ports = has_ports(flow.key.proto);
+        let m = Match {
+            rule: e.rule,
+            src: inside.addr,
+            dest: peer.addr,
+            src_port: ports.then_some(inside.port),
+            dest_port: ports.then_some(peer.port),
+        };
+        match (r.kind, r.volume, r.duration) {
+            (RuleKind::LongFlow, _, Some(d)) if !e.fired && p.ts.since(flow.first_seen) > d => {
+                e.fired = true;
+                matches.push((m, Extra::None));
+            }
+            (RuleKind::EgressVolume, Some(v), _) if dir == inside_dir => match v.track {
+                VolumeTrack::ByFlow => {
+                    if !e.fired && flow.bytes[inside_dir as usize] > v.bytes {
+                        e.fired = true;
+                        matches.push((m, Extra::None));
+                    }
+                }
+                VolumeTrack::BySrc { window } => {
+                    let w = windows.entry((e.rule, inside.addr)).or_default();
+                    let now = p.ts;
+                    while let Some(&(t, b)) = w.q.front() {
+                        if now.since(t) < window {
+                            break;
+                        }
+                        w.q.pop_front();
+                        w.sum -= b;
+                    }
+                    if w.above && w.sum <= v.bytes {
+                        w.above = false;
+                    }
+                    let bytes = u64::from(p.ip_len);
+                    // Packets within a quantum of the newest share its entry, so memory
+                    // stays bounded by window/quantum whatever the packet rate.
+                    let quantum = Duration((window.0 / 10_000).max(1_000_000));
+                    match w.q.back_mut() {
+                        Some((t, b)) if now.since(*t) < quantum && now >= *t => *b += bytes,
+                        _ => w.q.push_back((now, bytes)),
+                    }
+                    w.sum += bytes;
+                    if !w.above && w.sum > v.bytes {
+                        w.above = true;
+                        matches.push((m, Extra::Window(w.sum, window)));
+                    }
+                }
+            },
+            _ => {}
+        }
+    }
+}
+
+fn counters_of(f: &Flow) -> FlowCounters {
+    FlowCounters {
+        pkts_toserver: f.pkts[0],
+        pkts_toclient: f.pkts[1],
+        bytes_toserver: f.bytes[0],
+        bytes_toclient: f.bytes[1],
+        start: f.first_seen,
+    }
+}
+
+fn account_talk(t: &mut Talkers, inside: &[IpNetwork], f: &Flow) {
+    let is_inside = |ip: IpAddr| inside.iter().any(|n| n.contains(ip));
+    let (ini, resp) = (f.initiator().addr, f.responder().addr);
+    for (host, peer, sent) in [(ini, resp, f.bytes[0]), (resp, ini, f.bytes[1])] {
+        if is_inside(host) && !is_inside(peer) {
+            let e = t.entry(host).or_default().entry(peer).or_default();
+            e.bytes += sent;
+            e.flows += 1;
+        }
+    }
+}
+
+/// An EVE-style flow record: `timestamp` is the flow's start, as in EVE.
+fn flow_record(w: &mut Vec<u8>, f: &Flow, reason: &str, iface: Option<&str>) -> io::Result<()> {
+    use std::io::Write;
+    let (ini, resp) = (f.initiator(), f.responder());
+    let p = f.key.proto;
+    write!(
+        w,
+        "{{\"timestamp\":\"{}\",\"event_type\":\"flow\"",
+        f.first_seen
+    )?;
+    match proto::name(p) {
+        Some(n) => write!(w, ",\"proto\":\"{n}\"")?,
+        None => write!(w, ",\"proto\":{p}")?,
+    }
+    let ports = has_ports(p);
+    write!(w, ",\"src_ip\":\"{}\"", ini.addr)?;
+    if ports {
+        write!(w, ",\"src_port\":{}", ini.port)?;
+    }
+    write!(w, ",\"dest_ip\":\"{}\"", resp.addr)?;
+    if ports {
+        write!(w, ",\"dest_port\":{}", resp.port)?;
+    }
+    if !f.key.vlans.is_empty() {
+        w.extend_from_slice(b",\"vlan\":[");
+        for (i, v) in f.key.vlans.as_slice().iter().enumerate() {
+            if i > 0 {
+                w.push(b',');
+            }
+            write!(w, "{v}")?;
+        }
+        w.push(b']');
+    }
+    let hash_ports =
+        (ports || matches!(p, proto::ICMP | proto::ICMPV6)).then_some((ini.port, resp.port));
+    write!(
+        w,
+        ",\"community_id\":\"{}\",\"flow\":{{",
+        community_id_v1(0, ini.addr, resp.addr, p, hash_ports)
+    )?;
+    counters_of(f).write_members(w)?;
+    let age = f.last_seen.since(f.first_seen).0.max(0) / crate::time::NANOS_PER_SEC;
+    let state = match f.state {
+        FlowState::New => "new",
+        FlowState::Established => "established",
+        FlowState::Closed => "closed",
+    };
+    write!(
+        w,
+        ",\"end\":\"{}\",\"age\":{age},\"state\":\"{state}\",\"reason\":\"{reason}\"}}",
+        f.last_seen
+    )?;
+    if let Some(i) = iface {
+        w.extend_from_slice(b",\"in_iface\":");
+        serde_json::to_writer(&mut *w, i).map_err(io::Error::other)?;
+    }
+    w.extend_from_slice(b"}\n");
+    Ok(())
 }
 
 fn reason_index(r: EndReason) -> usize {
@@ -232,6 +761,3 @@ fn reason_index(r: EndReason) -> usize {
         EndReason::Shutdown => 4,
     }
 }
-
-/// The file name shared by every alert of one input file.
-pub type FileName = Arc<str>;

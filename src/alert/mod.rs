@@ -16,7 +16,7 @@ pub use output::Output;
 
 use crate::decode::{proto, Vlans};
 use crate::rules::Rule;
-use crate::time::Timestamp;
+use crate::time::{Duration, Timestamp};
 
 /// Output format of alerts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -49,6 +49,34 @@ pub struct Alert<'a> {
     pub pcap_cnt: u64,
     /// The capture interface (live); replaces `pcap_filename` and `pcap_cnt`.
     pub in_iface: Option<&'a str>,
+    /// The flow's counters at this packet (EVE's `flow` object).
+    pub flow: Option<FlowCounters>,
+    /// by_src volume alerts: the window's sum and the window.
+    pub window: Option<(u64, Duration)>,
+    /// Policy alerts: the initiator's and the responder's zones.
+    pub zones: Option<(&'a str, &'a str)>,
+}
+
+/// A flow's counters as alerts and flow records report them (IP-layer bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FlowCounters {
+    pub pkts_toserver: u64,
+    pub pkts_toclient: u64,
+    pub bytes_toserver: u64,
+    pub bytes_toclient: u64,
+    /// The flow's first packet time.
+    pub start: Timestamp,
+}
+
+impl FlowCounters {
+    /// Writes the members of the `flow` object (without braces).
+    pub fn write_members(&self, w: &mut Vec<u8>) -> io::Result<()> {
+        write!(
+            w,
+            "\"pkts_toserver\":{},\"pkts_toclient\":{},\"bytes_toserver\":{},\"bytes_toclient\":{},\"start\":\"{}\"",
+            self.pkts_toserver, self.pkts_toclient, self.bytes_toserver, self.bytes_toclient, self.start
+        )
+    }
 }
 
 /// Writes alerts to a byte stream in one [`Format`].
@@ -150,6 +178,20 @@ pub fn json_line(w: &mut Vec<u8>, a: &Alert<'_>) -> io::Result<()> {
     if a.suppressed > 0 {
         write!(w, ",\"suppressed\":{}", a.suppressed)?;
     }
+    if let Some((from, to)) = a.zones {
+        w.extend_from_slice(b",\"from_zone\":");
+        json_str(w, from)?;
+        w.extend_from_slice(b",\"to_zone\":");
+        json_str(w, to)?;
+    }
+    if let Some((bytes, window)) = a.window {
+        write!(w, ",\"bytes\":{bytes},\"window\":\"{window}\"")?;
+    }
+    if let Some(f) = &a.flow {
+        w.extend_from_slice(b",\"flow\":{");
+        f.write_members(w)?;
+        w.push(b'}');
+    }
     match a.in_iface {
         Some(iface) => {
             w.extend_from_slice(b",\"in_iface\":");
@@ -195,6 +237,12 @@ pub fn text_line(w: &mut Vec<u8>, a: &Alert<'_>) -> io::Result<()> {
     }
     if let Some((t, c)) = a.icmp {
         write!(w, " icmp={t}/{c}")?;
+    }
+    if let Some((from, to)) = a.zones {
+        write!(w, " zones={from}->{to}")?;
+    }
+    if let Some((bytes, window)) = a.window {
+        write!(w, " bytes={bytes}/{window}")?;
     }
     w.push(b' ');
     // The message is the rules author's text: keep it on one line whatever it holds.

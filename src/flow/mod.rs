@@ -142,6 +142,9 @@ pub struct Flow {
     pub close_reason: Option<EndReason>,
     /// A pure SYN was already seen (new-connection rules fire only on the first).
     pub syn_seen: bool,
+    /// Free for the flow's owner (the engine keeps per-flow rule state there); `u32::MAX`
+    /// when unused.
+    pub ext: u32,
     // Intrusive list links within the flow's timeout class.
     class: u8,
     prev: u32,
@@ -319,6 +322,26 @@ impl FlowTable {
         self.slab.get(slot as usize).and_then(Option::as_ref)
     }
 
+    /// Sets the owner's per-flow value ([`Flow::ext`]).
+    pub fn set_ext(&mut self, slot: u32, ext: u32) {
+        if let Some(f) = self.slab.get_mut(slot as usize).and_then(Option::as_mut) {
+            f.ext = ext;
+        }
+    }
+
+    /// Every flow alive, in a deterministic order (per timeout class, least recently active
+    /// first).
+    pub fn alive(&self) -> impl Iterator<Item = &Flow> + '_ {
+        (0..CLASSES).flat_map(move |c| {
+            let mut cur = self.heads[c];
+            std::iter::from_fn(move || {
+                let f = self.slab.get(cur as usize)?.as_ref()?;
+                cur = f.next;
+                Some(f)
+            })
+        })
+    }
+
     /// Flows that ended since the last call, in the order they ended.
     pub fn drain_ended(&mut self) -> std::vec::Drain<'_, (Flow, EndReason)> {
         self.ended.drain(..)
@@ -492,6 +515,7 @@ impl FlowTable {
             state: FlowState::New,
             close_reason: None,
             syn_seen: false,
+            ext: NIL,
             class: NIL as u8,
             prev: NIL,
             next: NIL,

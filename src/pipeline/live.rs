@@ -150,6 +150,7 @@ pub fn wall_clock() -> Timestamp {
 }
 
 /// Runs until the stop flag is set or capture fails. `stats_every` is the statistics interval;
+/// `flow_updates`, when set, how often flows alive longer than it get an update record;
 /// `on_stats` sees each snapshot (periodic and final) for standard error; in JSON format the
 /// engine also writes it to the alert stream.
 pub fn run(
@@ -157,6 +158,7 @@ pub fn run(
     mut engine: Engine,
     ctl: Control,
     stats_every: Duration,
+    flow_updates: Option<Duration>,
     on_stats: impl Fn(&Stats) + Send + 'static,
     on_error: impl Fn(&str) + Send + 'static,
 ) -> LiveReport {
@@ -196,7 +198,7 @@ pub fn run(
                 &rx,
                 &recycle_tx,
                 &ctl,
-                stats_every,
+                (stats_every, flow_updates),
                 &mut emit,
                 &on_error,
             );
@@ -244,12 +246,13 @@ fn engine_loop(
     rx: &Receiver<Msg>,
     recycle: &Sender<Vec<PacketSummary>>,
     ctl: &Control,
-    stats_every: Duration,
+    (stats_every, flow_updates): (Duration, Option<Duration>),
     emit: &mut impl FnMut(&mut Engine) -> io::Result<()>,
     on_error: &impl Fn(&str),
 ) -> io::Result<()> {
     let mut last_tick = Instant::now();
     let mut last_stats = Instant::now();
+    let mut last_updates = Instant::now();
     loop {
         match rx.recv_timeout(TICK) {
             Ok(Msg::Batch(mut batch)) => {
@@ -268,7 +271,7 @@ fn engine_loop(
         }
         if last_tick.elapsed() >= Duration::from_secs(1) {
             last_tick = Instant::now();
-            engine.tick(wall_clock());
+            engine.tick(wall_clock())?;
         }
         if ctl.reopen.swap(false, Ordering::SeqCst) {
             if let Err(e) = engine.reopen() {
@@ -276,6 +279,12 @@ fn engine_loop(
                     "{}: reopening after SIGHUP failed, still writing to the old file: {e}",
                     engine.output_name()
                 ));
+            }
+        }
+        if let Some(every) = flow_updates {
+            if last_updates.elapsed() >= every {
+                last_updates = Instant::now();
+                engine.write_flow_updates(crate::time::Duration(every.as_nanos() as i64))?;
             }
         }
         if last_stats.elapsed() >= stats_every {

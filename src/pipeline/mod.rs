@@ -40,6 +40,8 @@ pub struct ReadReport {
     pub bytes: u64,
     pub decode: DecodeStats,
     pub engine: EngineStats,
+    /// Per inside host, bytes sent to outside addresses (when collected, for the report).
+    pub talkers: Option<crate::engine::Talkers>,
     /// Input problems, in the order they happened.
     pub input_errors: Vec<CaptureError>,
     /// The alert output failed (not a closed pipe: see `output_closed`).
@@ -78,11 +80,11 @@ pub fn read_files(
                     Err(e)
                 }
             };
-            (engine.stats(), fin)
+            (engine.stats(), engine.talkers().cloned(), fin)
         })
         .expect("spawning the engine thread");
 
-    let (engine_stats, result) = match engine_thread.join() {
+    let (engine_stats, talkers, result) = match engine_thread.join() {
         Ok(v) => v,
         Err(panic) => std::panic::resume_unwind(panic),
     };
@@ -100,6 +102,7 @@ pub fn read_files(
         bytes: cap.bytes,
         decode: cap.decode,
         engine: engine_stats,
+        talkers,
         input_errors: cap.errors,
         output_error,
         output_closed,

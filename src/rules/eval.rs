@@ -43,6 +43,7 @@ impl Evaluator {
             match r.kind {
                 RuleKind::NewConnection => e.new_connection.push(i),
                 RuleKind::Egress => e.egress.push(i),
+                RuleKind::EgressVolume | RuleKind::LongFlow => {}
             }
         }
         e

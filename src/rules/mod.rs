@@ -96,6 +96,12 @@ pub enum RuleKind {
     NewConnection,
     /// A new flow whose initiator is inside `src` and whose responder is outside `dest_not`.
     Egress,
+    /// Bytes sent by a host in `src` to peers outside `dest_not` above a threshold (per flow,
+    /// or per source host within a sliding window).
+    EgressVolume,
+    /// A flow between a host in `src` and a peer outside `dest_not` still talking after a
+    /// duration.
+    LongFlow,
 }
 
 impl RuleKind {
@@ -103,6 +109,8 @@ impl RuleKind {
         match self {
             RuleKind::NewConnection => "new-connection",
             RuleKind::Egress => "egress",
+            RuleKind::EgressVolume => "egress-volume",
+            RuleKind::LongFlow => "long-flow",
         }
     }
 }
@@ -233,6 +241,22 @@ pub struct Limit {
     pub track: Track,
 }
 
+/// How an `egress-volume` rule sums bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VolumeTrack {
+    /// Within one flow.
+    ByFlow,
+    /// Summed over the source host's matching flows within a sliding window.
+    BySrc { window: Duration },
+}
+
+/// The threshold of an `egress-volume` rule: it fires when the sum goes above `bytes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Volume {
+    pub bytes: u64,
+    pub track: VolumeTrack,
+}
+
 /// One compiled rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
@@ -247,6 +271,10 @@ pub struct Rule {
     pub dest_not: Option<NetSet>,
     pub dest_port: Option<PortSet>,
     pub limit: Option<Limit>,
+    /// `egress-volume` only.
+    pub volume: Option<Volume>,
+    /// `long-flow` only: how long a flow must have lived.
+    pub duration: Option<Duration>,
     /// Where it was written: file and line.
     pub origin: String,
 }
@@ -267,6 +295,68 @@ impl Rule {
     }
 }
 
+/// A zone reference in a policy allow entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ZoneRef {
+    /// Any host, in a zone or not.
+    Any,
+    /// A watched network by name.
+    Zone(String),
+}
+
+impl ZoneRef {
+    pub fn as_str(&self) -> &str {
+        match self {
+            ZoneRef::Any => "any",
+            ZoneRef::Zone(z) => z,
+        }
+    }
+
+    /// Whether a host in `zone` ("any" for hosts in no zone) is covered.
+    pub fn covers(&self, zone: &str) -> bool {
+        match self {
+            ZoneRef::Any => true,
+            ZoneRef::Zone(z) => z == zone,
+        }
+    }
+}
+
+/// One `[[policy.allow]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowEntry {
+    pub from: ZoneRef,
+    pub to: ZoneRef,
+    pub proto: ProtoFilter,
+    /// Responder ports; `None` allows every port (and portless protocols).
+    pub dest_port: Option<PortSet>,
+    pub origin: String,
+}
+
+/// The default-deny policy: flows that start in or reach a watched zone must be allowed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// Watched network names.
+    pub zones: Vec<String>,
+    pub allow: Vec<AllowEntry>,
+    /// Severity of `policy` alerts.
+    pub severity: Severity,
+}
+
+impl Policy {
+    /// Whether a flow from a host in `from` to one in `to` over `proto`, to `dport`, is allowed.
+    pub fn allows(&self, from: &str, to: &str, proto: u8, dport: Option<u16>) -> bool {
+        self.allow.iter().any(|a| {
+            a.from.covers(from)
+                && a.to.covers(to)
+                && a.proto.matches(proto)
+                && match &a.dest_port {
+                    None => true,
+                    Some(ps) => dport.is_some_and(|p| ps.contains(p)),
+                }
+        })
+    }
+}
+
 /// Everything the rule files say.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleSet {
@@ -274,6 +364,8 @@ pub struct RuleSet {
     pub ports: BTreeMap<String, PortSet>,
     pub flow: FlowConfig,
     pub rules: Vec<Rule>,
+    /// The `[policy]`, if any file has one.
+    pub policy: Option<Policy>,
     /// The files it was compiled from, in order.
     pub sources: Vec<String>,
 }

@@ -8,7 +8,8 @@ use serde::Deserialize;
 use toml::{Spanned, Value};
 
 use super::{
-    Limit, NetSet, PortSet, ProtoFilter, Rule, RuleError, RuleKind, RuleSet, Severity, Track,
+    AllowEntry, Limit, NetSet, Policy, PortSet, ProtoFilter, Rule, RuleError, RuleKind, RuleSet,
+    Severity, Track, Volume, VolumeTrack, ZoneRef,
 };
 use crate::flow::FlowConfig;
 use crate::time::Duration;
@@ -24,6 +25,25 @@ struct RawFile {
     flow: Option<RawFlow>,
     #[serde(default)]
     rule: Vec<RawRule>,
+    policy: Option<Spanned<RawPolicy>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    zones: Spanned<Vec<Spanned<String>>>,
+    #[serde(default)]
+    allow: Vec<RawAllow>,
+    severity: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAllow {
+    from: Spanned<String>,
+    to: Spanned<String>,
+    proto: Option<Spanned<String>>,
+    dest_port: Option<Spanned<Value>>,
 }
 
 #[derive(Deserialize)]
@@ -53,6 +73,10 @@ struct RawRule {
     dest_not: Option<Spanned<Value>>,
     dest_port: Option<Spanned<Value>>,
     limit: Option<Spanned<RawLimit>>,
+    bytes: Option<Spanned<Value>>,
+    track: Option<Spanned<String>>,
+    window: Option<Spanned<Value>>,
+    duration: Option<Spanned<Value>>,
 }
 
 #[derive(Deserialize)]
@@ -191,11 +215,23 @@ pub fn compile_files(files: &[(String, String)]) -> Result<RuleSet, RuleError> {
         }
     }
 
+    let mut policy: Option<(Policy, String)> = None;
+    for (src, raw) in &parsed {
+        if let Some(p) = &raw.policy {
+            if let Some((_, prev)) = &policy {
+                return Err(src.err(p.span(), format!("a [policy] is already defined at {prev}")));
+            }
+            let compiled = compile_policy(src, p.get_ref(), &networks, &ports)?;
+            policy = Some((compiled, where_(src, p.span())));
+        }
+    }
+
     Ok(RuleSet {
         networks,
         ports,
         flow,
         rules,
+        policy: policy.map(|(p, _)| p),
         sources: files.iter().map(|(n, _)| n.clone()).collect(),
     })
 }
@@ -259,13 +295,18 @@ fn compile_rule(
     let kind = match r.kind.get_ref().as_str() {
         "new-connection" => RuleKind::NewConnection,
         "egress" => RuleKind::Egress,
+        "egress-volume" => RuleKind::EgressVolume,
+        "long-flow" => RuleKind::LongFlow,
         other => {
             return Err(src.err(
                 r.kind.span(),
-                format!("unknown rule kind `{other}`; expected `new-connection` or `egress`"),
+                format!(
+                    "unknown rule kind `{other}`; expected new-connection, egress, egress-volume or long-flow"
+                ),
             ))
         }
     };
+    let (volume, duration) = kind_params(src, r, kind)?;
     let severity = match &r.severity {
         None => Severity::Medium,
         Some(s) => Severity::parse(s.get_ref()).ok_or_else(|| {
@@ -322,6 +363,8 @@ fn compile_rule(
         None => match kind {
             RuleKind::NewConnection => "New connection".to_string(),
             RuleKind::Egress => "Connection leaving the allowed networks".to_string(),
+            RuleKind::EgressVolume => "Outbound volume above threshold".to_string(),
+            RuleKind::LongFlow => "Long-lived connection".to_string(),
         },
     };
     Ok(Rule {
@@ -336,7 +379,197 @@ fn compile_rule(
         dest_not: net(&r.dest_not)?,
         dest_port,
         limit,
+        volume,
+        duration,
         origin: where_(src, r.id.span()),
+    })
+}
+
+/// The kind-specific keys: `bytes`, `track`, `window` (egress-volume), `duration` (long-flow).
+fn kind_params(
+    src: &Src<'_>,
+    r: &RawRule,
+    kind: RuleKind,
+) -> Result<(Option<Volume>, Option<Duration>), RuleError> {
+    let misplaced = |v: Option<std::ops::Range<usize>>, key: &str, owner: &str| match v {
+        Some(span) => Err(src.err(
+            span,
+            format!("`{key}` belongs to {owner} rules, not {}", kind.as_str()),
+        )),
+        None => Ok(()),
+    };
+    if kind != RuleKind::EgressVolume {
+        misplaced(r.bytes.as_ref().map(|v| v.span()), "bytes", "egress-volume")?;
+        misplaced(r.track.as_ref().map(|v| v.span()), "track", "egress-volume")?;
+        misplaced(
+            r.window.as_ref().map(|v| v.span()),
+            "window",
+            "egress-volume",
+        )?;
+    }
+    if kind != RuleKind::LongFlow {
+        misplaced(
+            r.duration.as_ref().map(|v| v.span()),
+            "duration",
+            "long-flow",
+        )?;
+    }
+    let id_span = r.id.span();
+    match kind {
+        RuleKind::EgressVolume => {
+            let b = r.bytes.as_ref().ok_or_else(|| {
+                src.err(
+                    id_span.clone(),
+                    "an egress-volume rule needs `bytes`, e.g. \"10MiB\"",
+                )
+            })?;
+            let bytes = byte_size(src, b)?;
+            let track = match r.track.as_ref().map(|t| (t.get_ref().as_str(), t.span())) {
+                None | Some(("by_flow", _)) => {
+                    if let Some(w) = &r.window {
+                        return Err(src.err(w.span(), "`window` goes with track = \"by_src\""));
+                    }
+                    VolumeTrack::ByFlow
+                }
+                Some(("by_src", span)) => {
+                    let w = r.window.as_ref().ok_or_else(|| {
+                        src.err(span, "track = \"by_src\" needs a `window`, e.g. \"1h\"")
+                    })?;
+                    VolumeTrack::BySrc {
+                        window: duration(src, w, false)?,
+                    }
+                }
+                Some((other, span)) => {
+                    return Err(src.err(
+                        span,
+                        format!("unknown track `{other}`; expected by_flow or by_src"),
+                    ))
+                }
+            };
+            Ok((Some(Volume { bytes, track }), None))
+        }
+        RuleKind::LongFlow => {
+            let d = r.duration.as_ref().ok_or_else(|| {
+                src.err(id_span, "a long-flow rule needs `duration`, e.g. \"30m\"")
+            })?;
+            Ok((None, Some(duration(src, d, false)?)))
+        }
+        _ => Ok((None, None)),
+    }
+}
+
+/// `10MiB`, `1.5 GB`? No: a whole number and a unit (B, KB, KiB, MB, MiB, GB, GiB, TB, TiB),
+/// or a whole number of bytes.
+fn byte_size(src: &Src<'_>, v: &Spanned<Value>) -> Result<u64, RuleError> {
+    let parsed = match v.get_ref() {
+        Value::Integer(n) if *n >= 0 => Some(*n as u64),
+        Value::String(s) => {
+            let t = s.trim();
+            let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+            let (num, unit) = t.split_at(split);
+            let scale: Option<u64> = match unit.trim() {
+                "" | "B" => Some(1),
+                "KB" => Some(1_000),
+                "KiB" => Some(1 << 10),
+                "MB" => Some(1_000_000),
+                "MiB" => Some(1 << 20),
+                "GB" => Some(1_000_000_000),
+                "GiB" => Some(1 << 30),
+                "TB" => Some(1_000_000_000_000),
+                "TiB" => Some(1 << 40),
+                _ => None,
+            };
+            match (num.parse::<u64>(), scale) {
+                (Ok(n), Some(k)) => n.checked_mul(k),
+                _ => None,
+            }
+        }
+        _ => None,
+    };
+    parsed.ok_or_else(|| {
+        src.err(
+            v.span(),
+            format!(
+                "bad byte size {}; expected a whole number and a unit (B, KB, KiB, MB, MiB, GB, GiB), e.g. \"10MiB\"",
+                v.get_ref()
+            ),
+        )
+    })
+}
+
+fn compile_policy(
+    src: &Src<'_>,
+    p: &RawPolicy,
+    networks: &BTreeMap<String, NetSet>,
+    ports: &BTreeMap<String, PortSet>,
+) -> Result<Policy, RuleError> {
+    let mut zones = Vec::new();
+    for z in p.zones.get_ref() {
+        if !networks.contains_key(z.get_ref()) {
+            return Err(src.err(
+                z.span(),
+                format!("policy zone `{}` is not a [networks] name", z.get_ref()),
+            ));
+        }
+        if zones.contains(z.get_ref()) {
+            return Err(src.err(z.span(), format!("zone `{}` is listed twice", z.get_ref())));
+        }
+        zones.push(z.get_ref().clone());
+    }
+    if zones.is_empty() {
+        return Err(src.err(p.zones.span(), "a policy needs at least one zone"));
+    }
+    let zone_ref = |z: &Spanned<String>| -> Result<ZoneRef, RuleError> {
+        match z.get_ref().as_str() {
+            "any" => Ok(ZoneRef::Any),
+            name if zones.iter().any(|w| w == name) => Ok(ZoneRef::Zone(name.to_string())),
+            name => Err(src.err(
+                z.span(),
+                format!(
+                    "`{name}` is not a policy zone (zones: {}) nor \"any\"",
+                    zones.join(", ")
+                ),
+            )),
+        }
+    };
+    let mut allow = Vec::new();
+    for a in &p.allow {
+        let proto = match a.proto.as_ref().map(|p| (p.get_ref().as_str(), p.span())) {
+            None | Some(("any", _)) => ProtoFilter::Any,
+            Some(("tcp", _)) => ProtoFilter::Tcp,
+            Some(("udp", _)) => ProtoFilter::Udp,
+            Some(("icmp", _)) => ProtoFilter::Icmp,
+            Some((other, span)) => {
+                return Err(src.err(
+                    span,
+                    format!("unknown proto `{other}`; expected tcp, udp, icmp or any"),
+                ))
+            }
+        };
+        let dest_port = match &a.dest_port {
+            None => None,
+            Some(v) => Some(PortSet::from_ranges(
+                port_ranges(src, v, Some(ports))?,
+                label_of(v.get_ref()),
+            )),
+        };
+        allow.push(AllowEntry {
+            from: zone_ref(&a.from)?,
+            to: zone_ref(&a.to)?,
+            proto,
+            dest_port,
+            origin: where_(src, a.from.span()),
+        });
+    }
+    let severity = match &p.severity {
+        None => Severity::High,
+        Some(s) => Severity::parse(s.get_ref())
+            .ok_or_else(|| src.err(s.span(), format!("unknown severity `{}`", s.get_ref())))?,
+    };
+    Ok(Policy {
+        zones,
+        allow,
+        severity,
     })
 }
 

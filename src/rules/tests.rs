@@ -23,7 +23,18 @@ ai = [11434, 8000, "30000-30002"]
 fn test_embedded_defaults_compile() {
     let rs = RuleSet::embedded().unwrap();
     let ids: Vec<&str> = rs.rules.iter().map(|r| r.id.as_str()).collect();
-    assert_eq!(ids, ["ai-port-syn", "ai-egress"]);
+    assert_eq!(
+        ids,
+        [
+            "ai-port-syn",
+            "ai-egress",
+            "ai-egress-volume",
+            "ai-long-egress"
+        ]
+    );
+    assert_eq!(rs.rules[2].volume.map(|v| v.bytes), Some(10 << 20));
+    assert_eq!(rs.rules[3].duration, Some(Duration::from_secs(1800)));
+    assert!(rs.policy.is_none(), "the policy ships commented out");
     let ai = &rs.ports["ai"];
     for p in [11434, 8000, 8080, 1234, 7860, 30000] {
         assert!(ai.contains(p), "default ai ports hold {p}");
