@@ -84,6 +84,14 @@ struct WatchEntry {
     fired: bool,
 }
 
+impl WatchEntry {
+    const NONE: WatchEntry = WatchEntry {
+        rule: usize::MAX,
+        inside_is_initiator: false,
+        fired: false,
+    };
+}
+
 /// A by_src sliding window: packets' bytes in time order, merged within a quantum.
 #[derive(Debug, Default)]
 struct SrcWindow {
@@ -129,7 +137,9 @@ pub struct Engine {
     /// Networks that make a host "inside" for the report.
     inside: Vec<IpNetwork>,
     flows: FlowTable,
-    watches: Vec<Vec<WatchEntry>>,
+    /// Per-flow watch entries, `watch_rules.len()` slots a flow (unused slots have
+    /// `rule == usize::MAX`): no allocation per flow.
+    watches: Vec<WatchEntry>,
     free_watches: Vec<u32>,
     windows: HashMap<(usize, IpAddr), SrcWindow>,
     limiter: Limiter,
@@ -137,6 +147,8 @@ pub struct Engine {
     flow_out: Option<Output>,
     talkers: Option<Talkers>,
     matches: Vec<(Match, Extra)>,
+    scratch: Vec<Match>,
+    ended_buf: Vec<(Flow, EndReason)>,
     counts: Vec<RuleCounts>,
     policy_counts: PolicyCounts,
     ended: [u64; 5],
@@ -208,6 +220,8 @@ impl Engine {
             flow_out: None,
             talkers: None,
             matches: Vec::new(),
+            scratch: Vec::new(),
+            ended_buf: Vec::new(),
             counts,
             policy_counts: PolicyCounts::default(),
             ended: [0; 5],
@@ -259,6 +273,7 @@ impl Engine {
             zones,
             policy_counts,
             watch_rules,
+            scratch,
             ..
         } = self;
         let Some(flow) = flows.get(t.slot) else {
@@ -266,25 +281,29 @@ impl Engine {
         };
         let mut new_ext = None;
         if t.created || t.first_syn {
-            let mut m = Vec::new();
-            eval.evaluate(&rules.rules, p, flow, &t, &mut m);
-            matches.extend(m.into_iter().map(|m| (m, Extra::None)));
+            scratch.clear();
+            eval.evaluate(&rules.rules, p, flow, &t, scratch);
+            matches.extend(scratch.iter().map(|m| (*m, Extra::None)));
         }
         if t.created {
             check_policy(rules, zones, policy_counts, flow, matches);
-            if !watch_rules.is_empty() {
-                let entries = watch_entries(rules, watch_rules, flow);
-                if !entries.is_empty() {
+            let stride = watch_rules.len();
+            if stride > 0 {
+                let mut block = [WatchEntry::NONE; 8];
+                let mut spill = Vec::new();
+                let n = watch_entries(rules, watch_rules, flow, &mut block, &mut spill);
+                if n > 0 {
                     let idx = match free_watches.pop() {
-                        Some(i) => {
-                            watches[i as usize] = entries;
-                            i
-                        }
+                        Some(i) => i,
                         None => {
-                            watches.push(entries);
-                            (watches.len() - 1) as u32
+                            watches.resize(watches.len() + stride, WatchEntry::NONE);
+                            (watches.len() / stride - 1) as u32
                         }
                     };
+                    let slots = &mut watches[idx as usize * stride..][..stride];
+                    for (slot, e) in slots.iter_mut().zip(block.iter().chain(spill.iter())) {
+                        *slot = *e;
+                    }
                     new_ext = Some(idx);
                 }
             }
@@ -296,7 +315,12 @@ impl Engine {
             return Ok(());
         };
         if flow.ext != u32::MAX {
-            check_watches(rules, watches, windows, matches, p, flow, t.direction);
+            let stride = watch_rules.len();
+            if let Some(entries) = watches.get_mut(flow.ext as usize * stride..) {
+                let len = stride.min(entries.len());
+                let entries = &mut entries[..len];
+                check_watches(rules, entries, windows, matches, p, flow, t.direction);
+            }
         }
         if self.matches.is_empty() {
             return Ok(());
@@ -393,17 +417,22 @@ impl Engine {
     }
 
     fn handle_ended(&mut self) -> io::Result<()> {
-        let ended: Vec<(Flow, EndReason)> = self.flows.drain_ended().collect();
+        let mut ended = std::mem::take(&mut self.ended_buf);
+        self.flows.take_ended(&mut ended);
+        let r = self.account_ended(&ended);
+        self.ended_buf = ended;
+        r
+    }
+
+    fn account_ended(&mut self, ended: &[(Flow, EndReason)]) -> io::Result<()> {
         for (flow, reason) in ended {
+            let reason = *reason;
             self.ended[reason_index(reason)] += 1;
             if flow.ext != u32::MAX {
-                if let Some(w) = self.watches.get_mut(flow.ext as usize) {
-                    w.clear();
-                    self.free_watches.push(flow.ext);
-                }
+                self.free_watches.push(flow.ext);
             }
             if let Some(t) = self.talkers.as_mut() {
-                account_talk(t, &self.inside, &flow);
+                account_talk(t, &self.inside, flow);
             }
             if self.flow_out.is_some() {
                 self.line.clear();
@@ -447,7 +476,10 @@ impl Engine {
 
     /// Ends the input: flows still alive end with reason `shutdown`; outputs are flushed.
     pub fn finish(&mut self) -> io::Result<()> {
-        self.flows.shutdown();
+        // In batches: a million live flows never sit in memory twice.
+        while self.flows.shutdown_some(4096) {
+            self.handle_ended()?;
+        }
         self.handle_ended()?;
         if let Some(out) = self.flow_out.as_mut() {
             out.flush()?;
@@ -566,46 +598,54 @@ fn check_policy(
     }
 }
 
-/// The volume and duration rules a new flow matches, with its inside side.
-fn watch_entries(rules: &RuleSet, watch_rules: &[usize], flow: &Flow) -> Vec<WatchEntry> {
+/// The volume and duration rules a new flow matches, with its inside side: the first eight go
+/// into `block`, the rest into `spill`; returns how many.
+fn watch_entries(
+    rules: &RuleSet,
+    watch_rules: &[usize],
+    flow: &Flow,
+    block: &mut [WatchEntry; 8],
+    spill: &mut Vec<WatchEntry>,
+) -> usize {
     let (ini, resp) = (flow.initiator(), flow.responder());
     let ports = has_ports(flow.key.proto);
-    watch_rules
-        .iter()
-        .filter_map(|&i| {
-            let r = &rules.rules[i];
-            let side = |a: crate::flow::Endpoint, b: crate::flow::Endpoint| {
-                r.matches_tuple(flow.key.proto, a.addr, b.addr, ports.then_some(b.port))
-            };
-            let inside_is_initiator = if side(ini, resp) {
-                true
-            } else if side(resp, ini) {
-                false
-            } else {
-                return None;
-            };
-            Some(WatchEntry {
-                rule: i,
-                inside_is_initiator,
-                fired: false,
-            })
-        })
-        .collect()
+    let mut n = 0;
+    for &i in watch_rules {
+        let r = &rules.rules[i];
+        let side = |a: crate::flow::Endpoint, b: crate::flow::Endpoint| {
+            r.matches_tuple(flow.key.proto, a.addr, b.addr, ports.then_some(b.port))
+        };
+        let inside_is_initiator = if side(ini, resp) {
+            true
+        } else if side(resp, ini) {
+            false
+        } else {
+            continue;
+        };
+        let e = WatchEntry {
+            rule: i,
+            inside_is_initiator,
+            fired: false,
+        };
+        match block.get_mut(n) {
+            Some(slot) => *slot = e,
+            None => spill.push(e),
+        }
+        n += 1;
+    }
+    n
 }
 
 fn check_watches(
     rules: &RuleSet,
-    watches: &mut [Vec<WatchEntry>],
+    entries: &mut [WatchEntry],
     windows: &mut HashMap<(usize, IpAddr), SrcWindow>,
     matches: &mut Vec<(Match, Extra)>,
     p: &PacketSummary,
     flow: &Flow,
     dir: Direction,
 ) {
-    let Some(entries) = watches.get_mut(flow.ext as usize) else {
-        return;
-    };
-    for e in entries.iter_mut() {
+    for e in entries.iter_mut().filter(|e| e.rule != usize::MAX) {
         let r = &rules.rules[e.rule];
         let inside_dir = if e.inside_is_initiator {
             Direction::ToServer

@@ -50,14 +50,70 @@ impl Timestamp {
 /// e.g. `2025-11-25T12:00:00.001123Z`, as EVE and most SIEMs expect.
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let micros = self.subsec_nanos() / 1000;
-        match chrono::DateTime::from_timestamp(self.secs(), 0) {
-            Some(dt) => write!(f, "{}.{:06}Z", dt.format("%Y-%m-%dT%H:%M:%S"), micros),
-            // Outside chrono's range (about ±262,000 years): cannot come from a capture's
-            // 32- or 64-bit timestamps scaled to i64 nanoseconds, but never panic.
-            None => write!(f, "{}.{:06}", self.secs(), micros),
-        }
+        let mut buf = [0u8; 40];
+        let n = self.write_rfc3339(&mut buf);
+        // The buffer holds ASCII only.
+        f.write_str(std::str::from_utf8(&buf[..n]).unwrap_or("?"))
     }
+}
+
+impl Timestamp {
+    /// Writes the RFC 3339 form into `out` (at least 40 bytes) and returns its length. On the
+    /// per-alert path: no allocation, no formatting machinery.
+    pub fn write_rfc3339(self, out: &mut [u8; 40]) -> usize {
+        let secs = self.secs();
+        let micros = self.subsec_nanos() / 1000;
+        let days = secs.div_euclid(86_400);
+        let sod = secs.rem_euclid(86_400) as u32;
+        let (y, m, d) = civil_from_days(days);
+        if !(0..=9999).contains(&y) {
+            // Beyond four-digit years (not from any real capture): chrono's general form.
+            let s = match chrono::DateTime::from_timestamp(secs, 0) {
+                Some(dt) => format!("{}.{:06}Z", dt.format("%Y-%m-%dT%H:%M:%S"), micros),
+                None => format!("{secs}.{micros:06}"),
+            };
+            let n = s.len().min(out.len());
+            out[..n].copy_from_slice(&s.as_bytes()[..n]);
+            return n;
+        }
+        let mut put = |at: usize, v: u32, width: usize| {
+            let mut v = v;
+            for i in (0..width).rev() {
+                out[at + i] = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+        };
+        put(0, y as u32, 4);
+        put(5, m, 2);
+        put(8, d, 2);
+        put(11, sod / 3600, 2);
+        put(14, sod / 60 % 60, 2);
+        put(17, sod % 60, 2);
+        put(20, micros, 6);
+        out[4] = b'-';
+        out[7] = b'-';
+        out[10] = b'T';
+        out[13] = b':';
+        out[16] = b':';
+        out[19] = b'.';
+        out[26] = b'Z';
+        27
+    }
+}
+
+/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar
+/// (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
 /// A span of packet time in nanoseconds.
@@ -135,6 +191,23 @@ mod tests {
     fn formats_before_epoch() {
         let t = Timestamp(-1);
         assert_eq!(t.to_string(), "1969-12-31T23:59:59.999999Z");
+    }
+
+    #[test]
+    fn fast_format_agrees_with_chrono_across_eras() {
+        // Every day boundary and leap-year rule from 1900 to 2400, against chrono.
+        let mut t = -2_208_988_800i64; // 1900-01-01
+        while t < 9_000_000_000 {
+            let ts = Timestamp::from_parts(t + 45_296, 987_654_321);
+            let want = format!(
+                "{}.987654Z",
+                chrono::DateTime::from_timestamp(t + 45_296, 0)
+                    .unwrap()
+                    .format("%Y-%m-%dT%H:%M:%S")
+            );
+            assert_eq!(ts.to_string(), want);
+            t += 86_400 * 7 + 3_607;
+        }
     }
 
     #[test]

@@ -71,11 +71,18 @@ pub struct FlowCounters {
 impl FlowCounters {
     /// Writes the members of the `flow` object (without braces).
     pub fn write_members(&self, w: &mut Vec<u8>) -> io::Result<()> {
-        write!(
-            w,
-            "\"pkts_toserver\":{},\"pkts_toclient\":{},\"bytes_toserver\":{},\"bytes_toclient\":{},\"start\":\"{}\"",
-            self.pkts_toserver, self.pkts_toclient, self.bytes_toserver, self.bytes_toclient, self.start
-        )
+        w.extend_from_slice(b"\"pkts_toserver\":");
+        num(w, self.pkts_toserver);
+        w.extend_from_slice(b",\"pkts_toclient\":");
+        num(w, self.pkts_toclient);
+        w.extend_from_slice(b",\"bytes_toserver\":");
+        num(w, self.bytes_toserver);
+        w.extend_from_slice(b",\"bytes_toclient\":");
+        num(w, self.bytes_toclient);
+        w.extend_from_slice(b",\"start\":\"");
+        ts(w, self.start);
+        w.push(b'"');
+        Ok(())
     }
 }
 
@@ -131,38 +138,56 @@ impl AlertWriter {
     }
 }
 
+fn num(w: &mut Vec<u8>, v: impl itoa::Integer) {
+    w.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+}
+
+fn ts(w: &mut Vec<u8>, t: Timestamp) {
+    let mut buf = [0u8; 40];
+    let n = t.write_rfc3339(&mut buf);
+    w.extend_from_slice(&buf[..n]);
+}
+
 fn json_str(w: &mut Vec<u8>, s: &str) -> io::Result<()> {
     serde_json::to_writer(&mut *w, s).map_err(io::Error::other)
 }
 
 /// Renders `a` as a JSON line (with its newline) into `w`.
 pub fn json_line(w: &mut Vec<u8>, a: &Alert<'_>) -> io::Result<()> {
-    write!(
-        w,
-        "{{\"timestamp\":\"{}\",\"event_type\":\"alert\",\"rule\":",
-        a.ts
-    )?;
+    w.extend_from_slice(b"{\"timestamp\":\"");
+    ts(w, a.ts);
+    w.extend_from_slice(b"\",\"event_type\":\"alert\",\"rule\":");
     json_str(w, &a.rule.id)?;
-    write!(
-        w,
-        ",\"severity\":\"{}\",\"message\":",
-        a.rule.severity.as_str()
-    )?;
+    w.extend_from_slice(b",\"severity\":\"");
+    w.extend_from_slice(a.rule.severity.as_str().as_bytes());
+    w.extend_from_slice(b"\",\"message\":");
     json_str(w, &a.rule.message)?;
     match proto::name(a.proto) {
-        Some(n) => write!(w, ",\"proto\":\"{n}\"")?,
-        None => write!(w, ",\"proto\":{}", a.proto)?,
+        Some(n) => {
+            w.extend_from_slice(b",\"proto\":\"");
+            w.extend_from_slice(n.as_bytes());
+            w.push(b'"');
+        }
+        None => {
+            w.extend_from_slice(b",\"proto\":");
+            num(w, a.proto);
+        }
     }
     write!(w, ",\"src_ip\":\"{}\"", a.src)?;
     if let Some(p) = a.src_port {
-        write!(w, ",\"src_port\":{p}")?;
+        w.extend_from_slice(b",\"src_port\":");
+        num(w, p);
     }
     write!(w, ",\"dest_ip\":\"{}\"", a.dest)?;
     if let Some(p) = a.dest_port {
-        write!(w, ",\"dest_port\":{p}")?;
+        w.extend_from_slice(b",\"dest_port\":");
+        num(w, p);
     }
     if let Some((t, c)) = a.icmp {
-        write!(w, ",\"icmp_type\":{t},\"icmp_code\":{c}")?;
+        w.extend_from_slice(b",\"icmp_type\":");
+        num(w, t);
+        w.extend_from_slice(b",\"icmp_code\":");
+        num(w, c);
     }
     if !a.vlans.is_empty() {
         w.extend_from_slice(b",\"vlan\":[");
@@ -170,13 +195,16 @@ pub fn json_line(w: &mut Vec<u8>, a: &Alert<'_>) -> io::Result<()> {
             if i > 0 {
                 w.push(b',');
             }
-            write!(w, "{v}")?;
+            num(w, *v);
         }
         w.push(b']');
     }
-    write!(w, ",\"community_id\":\"{}\"", a.community_id)?;
+    w.extend_from_slice(b",\"community_id\":\"");
+    w.extend_from_slice(a.community_id.as_bytes());
+    w.push(b'"');
     if a.suppressed > 0 {
-        write!(w, ",\"suppressed\":{}", a.suppressed)?;
+        w.extend_from_slice(b",\"suppressed\":");
+        num(w, a.suppressed);
     }
     if let Some((from, to)) = a.zones {
         w.extend_from_slice(b",\"from_zone\":");
@@ -185,7 +213,9 @@ pub fn json_line(w: &mut Vec<u8>, a: &Alert<'_>) -> io::Result<()> {
         json_str(w, to)?;
     }
     if let Some((bytes, window)) = a.window {
-        write!(w, ",\"bytes\":{bytes},\"window\":\"{window}\"")?;
+        w.extend_from_slice(b",\"bytes\":");
+        num(w, bytes);
+        write!(w, ",\"window\":\"{window}\"")?;
     }
     if let Some(f) = &a.flow {
         w.extend_from_slice(b",\"flow\":{");
@@ -197,14 +227,16 @@ pub fn json_line(w: &mut Vec<u8>, a: &Alert<'_>) -> io::Result<()> {
             w.extend_from_slice(b",\"in_iface\":");
             json_str(w, iface)?;
             w.extend_from_slice(b"}\n");
-            Ok(())
         }
         None => {
             w.extend_from_slice(b",\"pcap_filename\":");
             json_str(w, a.pcap_filename)?;
-            writeln!(w, ",\"pcap_cnt\":{}}}", a.pcap_cnt)
+            w.extend_from_slice(b",\"pcap_cnt\":");
+            num(w, a.pcap_cnt);
+            w.extend_from_slice(b"}\n");
         }
     }
+    Ok(())
 }
 
 fn endpoint(w: &mut Vec<u8>, ip: IpAddr, port: Option<u16>) -> io::Result<()> {

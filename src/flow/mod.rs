@@ -254,7 +254,7 @@ struct FragKey {
 pub struct FlowTable {
     cfg: FlowConfig,
     timeouts: [Duration; CLASSES],
-    map: HashMap<FlowKey, u32>,
+    map: HashMap<FlowKey, u32, foldhash::fast::RandomState>,
     slab: Vec<Option<Flow>>,
     free: Vec<u32>,
     heads: [u32; CLASSES],
@@ -264,7 +264,7 @@ pub struct FlowTable {
     /// Activity time used for ordering (monotonic, unlike packet timestamps).
     activity: Vec<Timestamp>,
     next_id: u64,
-    frags: HashMap<FragKey, (FlowKey, Timestamp)>,
+    frags: HashMap<FragKey, (FlowKey, Timestamp), foldhash::fast::RandomState>,
     frag_order: VecDeque<(Timestamp, FragKey)>,
     ended: Vec<(Flow, EndReason)>,
     stats: FlowStats,
@@ -282,7 +282,7 @@ impl FlowTable {
                 cfg.other,
             ],
             cfg,
-            map: HashMap::new(),
+            map: HashMap::default(),
             slab: Vec::new(),
             free: Vec::new(),
             heads: [NIL; CLASSES],
@@ -290,7 +290,7 @@ impl FlowTable {
             now: Timestamp(i64::MIN),
             activity: Vec::new(),
             next_id: 0,
-            frags: HashMap::new(),
+            frags: HashMap::default(),
             frag_order: VecDeque::new(),
             ended: Vec::new(),
             stats: FlowStats::default(),
@@ -416,7 +416,29 @@ impl FlowTable {
             && tcp_flags::is_pure_syn(p.tcp_flags);
 
         let mut created = false;
-        let slot = match self.map.get(&key).copied() {
+        // Below the cap, one hash probe finds the flow or the place for a new one.
+        let below_cap = self.map.len() < self.cfg.max_flows.max(1);
+        let found = if below_cap && later_fragment.is_none() {
+            match self.map.entry(key) {
+                std::collections::hash_map::Entry::Occupied(e) => Some(*e.get()),
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    // The slot `new_flow` will use: the top of the free list, or the next one.
+                    let next = self.free.last().copied().unwrap_or(self.slab.len() as u32);
+                    v.insert(next);
+                    created = true;
+                    None
+                }
+            }
+        } else {
+            self.map.get(&key).copied()
+        };
+        let slot = match found {
+            None if created => {
+                let slot = self.new_flow(key, from_lo, p);
+                debug_assert_eq!(self.map.get(&key), Some(&slot));
+                self.stats.peak = self.stats.peak.max(self.map.len() as u64);
+                slot
+            }
             Some(slot) if pure_syn && self.is_closed(slot) => {
                 self.remove(slot, EndReason::Shutdown);
                 self.stats.reused += 1;
@@ -482,11 +504,30 @@ impl FlowTable {
 
     /// Ends every flow still alive (end of input), oldest activity first per class.
     pub fn shutdown(&mut self) {
+        while self.shutdown_some(usize::MAX) {}
+    }
+
+    /// Ends at most `max` of the flows still alive (in [`FlowTable::shutdown`]'s order), so a
+    /// caller can drain the ended flows in bounded batches; returns whether any remain.
+    pub fn shutdown_some(&mut self, max: usize) -> bool {
+        let mut n = 0;
         for class in 0..CLASSES {
             while self.heads[class] != NIL {
+                if n == max {
+                    return true;
+                }
                 self.remove(self.heads[class], EndReason::Shutdown);
+                n += 1;
             }
         }
+        false
+    }
+
+    /// Moves the flows that ended since the last call into `out` (cleared first), in the
+    /// order they ended; no allocation once `out` has grown.
+    pub fn take_ended(&mut self, out: &mut Vec<(Flow, EndReason)>) {
+        out.clear();
+        std::mem::swap(&mut self.ended, out);
     }
 
     fn is_closed(&self, slot: u32) -> bool {
@@ -497,12 +538,21 @@ impl FlowTable {
         if self.map.len() >= self.cfg.max_flows.max(1) {
             self.evict_longest_idle();
         }
+        let slot = self.new_flow(key, from_lo, p);
+        self.map.insert(key, slot);
+        self.stats.peak = self.stats.peak.max(self.map.len() as u64);
+        slot
+    }
+
+    /// Puts a new flow in the slab (not in the map).
+    fn new_flow(&mut self, key: FlowKey, from_lo: bool, p: &PacketSummary) -> u32 {
         // A SYN+ACK seen first: its receiver opened the connection.
         let synack = p.proto == proto::TCP
             && p.fragment.is_none_or(|f| f.offset == 0)
             && p.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK | tcp_flags::RST)
                 == tcp_flags::SYN | tcp_flags::ACK;
         self.next_id += 1;
+        self.stats.created += 1;
         let flow = Flow {
             key,
             id: self.next_id,
@@ -520,7 +570,7 @@ impl FlowTable {
             prev: NIL,
             next: NIL,
         };
-        let slot = match self.free.pop() {
+        match self.free.pop() {
             Some(s) => {
                 self.slab[s as usize] = Some(flow);
                 s
@@ -530,11 +580,7 @@ impl FlowTable {
                 self.activity.push(self.now);
                 (self.slab.len() - 1) as u32
             }
-        };
-        self.map.insert(key, slot);
-        self.stats.created += 1;
-        self.stats.peak = self.stats.peak.max(self.map.len() as u64);
-        slot
+        }
     }
 
     fn evict_longest_idle(&mut self) {
@@ -621,3 +667,13 @@ fn class_of(f: &Flow) -> u8 {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod size {
+    /// The memory budget (400 MiB for a million flows) rests on these sizes.
+    #[test]
+    fn test_flow_entry_fits_its_budget() {
+        assert!(std::mem::size_of::<super::FlowKey>() <= 56);
+        assert!(std::mem::size_of::<Option<super::Flow>>() <= 128);
+    }
+}

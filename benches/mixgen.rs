@@ -1,0 +1,248 @@
+//! Deterministic benchmark captures (shared by the benches; not part of the library).
+//!
+//! - [`span_mix`]: a SPAN-port-like mix: about `packets` packets over 25,000 concurrently
+//!   active TCP/UDP flows, each a small conversation (handshake, data both ways, FIN close);
+//!   about a third of the TCP flows go to local-AI ports (about 1% of packets are SYNs to AI
+//!   ports), 10% of flows are VLAN-tagged, 10% IPv6, and about 5% start on the AI subnet towards
+//!   the internet (a few thousand egress flows).
+//! - [`syn_flood`]: `n` SYNs from distinct sources to 10.0.1.20:11434, each a new flow that the
+//!   default `ai-port-syn` rule matches.
+
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::Path;
+
+/// A small deterministic PRNG (xorshift64*).
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.max(1))
+    }
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+struct PcapWriter {
+    w: BufWriter<File>,
+}
+
+impl PcapWriter {
+    fn create(path: &Path) -> io::Result<PcapWriter> {
+        let mut w = BufWriter::with_capacity(1 << 20, File::create(path)?);
+        // Classic pcap, microseconds, little-endian, snaplen 65535, Ethernet.
+        w.write_all(&0xa1b2_c3d4u32.to_le_bytes())?;
+        w.write_all(&2u16.to_le_bytes())?;
+        w.write_all(&4u16.to_le_bytes())?;
+        w.write_all(&0i32.to_le_bytes())?;
+        w.write_all(&0u32.to_le_bytes())?;
+        w.write_all(&65535u32.to_le_bytes())?;
+        w.write_all(&1u32.to_le_bytes())?;
+        Ok(PcapWriter { w })
+    }
+
+    fn packet(&mut self, ts_us: u64, frame: &[u8]) -> io::Result<()> {
+        self.w
+            .write_all(&((ts_us / 1_000_000) as u32).to_le_bytes())?;
+        self.w
+            .write_all(&((ts_us % 1_000_000) as u32).to_le_bytes())?;
+        self.w.write_all(&(frame.len() as u32).to_le_bytes())?;
+        self.w.write_all(&(frame.len() as u32).to_le_bytes())?;
+        self.w.write_all(frame)
+    }
+}
+
+#[derive(Clone, Copy)]
+struct FlowSpec {
+    v6: bool,
+    vlan: Option<u16>,
+    udp: bool,
+    src: [u8; 16],
+    dst: [u8; 16],
+    sport: u16,
+    dport: u16,
+    /// Next step of the conversation script.
+    step: u32,
+    /// Data segments each way before closing.
+    data: u32,
+}
+
+const AI_PORTS: [u16; 6] = [11434, 8000, 8080, 1234, 7860, 30000];
+
+fn new_flow(rng: &mut Rng, serial: u64) -> FlowSpec {
+    let v6 = rng.below(10) == 0;
+    let vlan = (rng.below(10) == 0).then(|| 100 + rng.below(8) as u16);
+    let kind = rng.below(100);
+    let udp = kind >= 80; // 20% UDP
+    let egress = rng.below(20) == 0; // 5% from the AI subnet to the internet
+    let to_ai = !udp && !egress && rng.below(3) == 0;
+    let mut src = [0u8; 16];
+    let mut dst = [0u8; 16];
+    let host = (serial % 60_000) as u16;
+    if v6 {
+        src[..2].copy_from_slice(&[0xfd, 0x00]);
+        src[14..].copy_from_slice(&host.to_be_bytes());
+        dst[..2].copy_from_slice(&[0x20, 0x01]);
+        dst[15] = rng.below(250) as u8;
+    } else if egress {
+        src[..4].copy_from_slice(&[10, 0, 1, 2 + rng.below(200) as u8]);
+        dst[..4].copy_from_slice(&[93, 184, (rng.below(250)) as u8, 1 + rng.below(250) as u8]);
+    } else if to_ai {
+        src[..4].copy_from_slice(&[10, 3, (host >> 8) as u8, host as u8]);
+        dst[..4].copy_from_slice(&[10, 0, 1, 20 + rng.below(10) as u8]);
+    } else {
+        src[..4].copy_from_slice(&[10, 3, (host >> 8) as u8, host as u8]);
+        dst[..4].copy_from_slice(&[10, 0, 2, 5 + rng.below(50) as u8]);
+    }
+    let dport = if to_ai {
+        AI_PORTS[rng.below(AI_PORTS.len() as u64) as usize]
+    } else if udp {
+        53
+    } else {
+        [443, 5432, 6379, 22][rng.below(4) as usize]
+    };
+    FlowSpec {
+        v6,
+        vlan,
+        udp,
+        src,
+        dst,
+        sport: 1024 + (serial % 60_000) as u16,
+        dport,
+        step: 0,
+        data: 4 + rng.below(40) as u32,
+    }
+}
+
+fn frame(buf: &mut Vec<u8>, f: &FlowSpec, reverse: bool, flags: u8, payload: usize) {
+    buf.clear();
+    buf.extend_from_slice(&[2, 0, 0, 0, 0, if reverse { 1 } else { 2 }]);
+    buf.extend_from_slice(&[2, 0, 0, 0, 0, if reverse { 2 } else { 1 }]);
+    if let Some(v) = f.vlan {
+        buf.extend_from_slice(&[0x81, 0x00]);
+        buf.extend_from_slice(&v.to_be_bytes());
+    }
+    let (src, dst, sp, dp) = if reverse {
+        (&f.dst, &f.src, f.dport, f.sport)
+    } else {
+        (&f.src, &f.dst, f.sport, f.dport)
+    };
+    let l4 = if f.udp { 8 } else { 20 } + payload;
+    let proto = if f.udp { 17 } else { 6 };
+    if f.v6 {
+        buf.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
+        buf.extend_from_slice(&(l4 as u16).to_be_bytes());
+        buf.extend_from_slice(&[proto, 64]);
+        buf.extend_from_slice(src);
+        buf.extend_from_slice(dst);
+    } else {
+        buf.extend_from_slice(&[0x08, 0x00, 0x45, 0]);
+        buf.extend_from_slice(&((20 + l4) as u16).to_be_bytes());
+        buf.extend_from_slice(&[0, 0, 0x40, 0, 64, proto, 0, 0]);
+        buf.extend_from_slice(&src[..4]);
+        buf.extend_from_slice(&dst[..4]);
+    }
+    buf.extend_from_slice(&sp.to_be_bytes());
+    buf.extend_from_slice(&dp.to_be_bytes());
+    if f.udp {
+        buf.extend_from_slice(&((8 + payload) as u16).to_be_bytes());
+        buf.extend_from_slice(&[0, 0]);
+    } else {
+        buf.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 1, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+    }
+    buf.resize(buf.len() + payload, 0x61);
+}
+
+/// Writes the SPAN-like mix; returns the number of packets written.
+pub fn span_mix(path: &Path, packets: u64) -> io::Result<u64> {
+    const ACTIVE: usize = 25_000;
+    let mut rng = Rng::new(0x5eed_0001);
+    let mut w = PcapWriter::create(path)?;
+    let mut serial = 0u64;
+    let mut flows: Vec<FlowSpec> = (0..ACTIVE)
+        .map(|_| {
+            serial += 1;
+            new_flow(&mut rng, serial)
+        })
+        .collect();
+    let mut buf = Vec::with_capacity(1600);
+    let mut ts = 1_764_072_000_000_000u64;
+    for _ in 0..packets {
+        ts += 50; // 20k packets/s of packet time
+        let i = rng.below(ACTIVE as u64) as usize;
+        let f = flows[i];
+        let s = f.step;
+        const SYN: u8 = 0x02;
+        const ACK: u8 = 0x10;
+        const FIN: u8 = 0x01;
+        const PSH: u8 = 0x08;
+        let (rev, flags, len, done) = if f.udp {
+            (
+                s % 2 == 1,
+                0,
+                60 + rng.below(400) as usize,
+                s + 1 >= 2 * f.data,
+            )
+        } else {
+            match s {
+                0 => (false, SYN, 0, false),
+                1 => (true, SYN | ACK, 0, false),
+                2 => (false, ACK, 0, false),
+                x if x < 3 + 2 * f.data => {
+                    (x % 2 == 1, PSH | ACK, 100 + rng.below(1300) as usize, false)
+                }
+                x if x == 3 + 2 * f.data => (false, FIN | ACK, 0, false),
+                x if x == 4 + 2 * f.data => (true, FIN | ACK, 0, false),
+                _ => (false, ACK, 0, true),
+            }
+        };
+        frame(&mut buf, &f, rev, flags, len);
+        w.packet(ts, &buf)?;
+        if done {
+            serial += 1;
+            flows[i] = new_flow(&mut rng, serial);
+        } else {
+            flows[i].step += 1;
+        }
+    }
+    w.w.flush()?;
+    Ok(packets)
+}
+
+/// Writes `n` SYNs, each from a new source to 10.0.1.20:11434.
+pub fn syn_flood(path: &Path, n: u64) -> io::Result<u64> {
+    let mut w = PcapWriter::create(path)?;
+    let mut buf = Vec::with_capacity(64);
+    let mut ts = 1_764_072_000_000_000u64;
+    for i in 0..n {
+        ts += 1;
+        let mut src = [0u8; 16];
+        src[..4].copy_from_slice(&[172, 16 + ((i >> 16) & 0x0f) as u8, (i >> 8) as u8, i as u8]);
+        let mut dst = [0u8; 16];
+        dst[..4].copy_from_slice(&[10, 0, 1, 20]);
+        let f = FlowSpec {
+            v6: false,
+            vlan: None,
+            udp: false,
+            src,
+            dst,
+            sport: 1024 + (i % 60_000) as u16,
+            dport: 11434,
+            step: 0,
+            data: 0,
+        };
+        frame(&mut buf, &f, false, 0x02, 0);
+        w.packet(ts, &buf)?;
+    }
+    w.w.flush()?;
+    Ok(n)
+}
