@@ -438,7 +438,7 @@ impl Engine {
                 self.line.clear();
                 flow_record(
                     &mut self.line,
-                    &flow,
+                    flow,
                     reason.as_str(),
                     self.iface.as_deref(),
                 )?;
