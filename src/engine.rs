@@ -436,12 +436,7 @@ impl Engine {
             }
             if self.flow_out.is_some() {
                 self.line.clear();
-                flow_record(
-                    &mut self.line,
-                    flow,
-                    reason.as_str(),
-                    self.iface.as_deref(),
-                )?;
+                flow_record(&mut self.line, flow, reason.as_str(), self.iface.as_deref())?;
                 if let Some(out) = self.flow_out.as_mut() {
                     out.write_line(&self.line)?;
                 }
