@@ -1,0 +1,150 @@
+//! The command line around `read`: check-rules, the report, broken pipes, bad outputs.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_exfilwatch");
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cli");
+    std::fs::create_dir_all(&d).unwrap();
+    d.join(name)
+}
+
+#[test]
+fn check_rules_prints_the_embedded_defaults() {
+    let out = Command::new(BIN).arg("check-rules").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("ai = [10.0.1.0/24]"), "{text}");
+    assert!(text.contains("id = ai-port-syn"), "{text}");
+    assert!(text.contains("id = ai-egress"), "{text}");
+    // The port set, merged and sorted, holds the documented services.
+    let ports = text
+        .lines()
+        .skip_while(|l| *l != "[ports]")
+        .find(|l| l.starts_with("ai = ["))
+        .unwrap();
+    for p in ["1234", "7860", "8000", "8080", "11434", "30000"] {
+        assert!(ports.contains(p), "{ports}");
+    }
+}
+
+#[test]
+fn check_rules_reports_file_line_and_column() {
+    let rules = tmp("bad.toml");
+    std::fs::write(
+        &rules,
+        "[networks]\nai = [\"10.0.1.0/24\"]\n\n[[rule]]\nid = \"x\"\nkind = \"egress\"\nsrc = \"aii\"\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .arg("check-rules")
+        .arg(&rules)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains(&format!("{}:7:7: unknown network `aii`", rules.display())),
+        "{err}"
+    );
+}
+
+#[test]
+fn closed_pipe_on_stdout_exits_quietly() {
+    // Many alerts, a reader that takes one line and goes away.
+    let mut child = Command::new(BIN)
+        .args(["read", "--quiet"])
+        .arg(fixture("reference-layout.pcap"))
+        .arg(fixture("reference-layout.pcap"))
+        .arg(fixture("reference-layout.pcap"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 1];
+    child
+        .stdout
+        .as_mut()
+        .unwrap()
+        .read_exact(&mut first)
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        !err.contains("Broken pipe"),
+        "no error for a closed pipe: {err}"
+    );
+    assert!(out.status.code().is_some(), "not killed by SIGPIPE");
+}
+
+#[test]
+fn unopenable_alert_path_fails_before_reading() {
+    let out = Command::new(BIN)
+        .args(["read", "--alerts", "/nonexistent-dir/alerts.json"])
+        .arg(fixture("reference-layout.pcap"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("/nonexistent-dir/alerts.json: cannot open alert output"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("packets"),
+        "no summary: nothing was read: {err}"
+    );
+}
+
+#[test]
+fn full_disk_is_reported_with_exit_2() {
+    let out = Command::new(BIN)
+        .args(["read", "--quiet", "--alerts", "/dev/full"])
+        .arg(fixture("reference-layout.pcap"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("writing alerts failed"), "{err}");
+}
+
+#[test]
+fn report_json_lists_top_destinations_and_alerts() {
+    let report = tmp("report.json");
+    let _ = std::fs::remove_file(&report);
+    let out = Command::new(BIN)
+        .args(["read", "--quiet", "--report", "--report-json"])
+        .arg(&report)
+        .arg(fixture("reference-layout.pcap"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("== exfilwatch report =="), "{err}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let hosts = v["inside_hosts"].as_array().unwrap();
+    // 10.0.1.21 uploads about 6 KB over TLS: it is the top talker, to 93.184.216.34.
+    assert_eq!(hosts[0]["host"], "10.0.1.21");
+    assert_eq!(hosts[0]["top_destinations"][0]["dest_ip"], "93.184.216.34");
+    let alerts = v["alerts"].as_array().unwrap();
+    let syn = alerts.iter().find(|a| a["rule"] == "ai-port-syn").unwrap();
+    assert_eq!(syn["alerts"], 6);
+    let egress = alerts.iter().find(|a| a["rule"] == "ai-egress").unwrap();
+    assert_eq!(egress["alerts"], 3);
+    assert!(
+        v["policy"].is_null(),
+        "the default rules ship the policy commented out"
+    );
+}
