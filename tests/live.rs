@@ -280,10 +280,18 @@ fn live_alerts_reach_the_file_within_a_second_and_sigterm_loses_nothing() {
     let ns = Netns::new();
     let dir = tempdir("latency");
     let out = dir.join("alerts.json");
+    let flows = dir.join("flows.json");
     let sensor = Sensor::start(
         &ns,
         &dir,
-        &["-i", "cap0", "--alerts", out.to_str().unwrap()],
+        &[
+            "-i",
+            "cap0",
+            "--alerts",
+            out.to_str().unwrap(),
+            "--flows",
+            flows.to_str().unwrap(),
+        ],
     );
     let mut expected = Vec::new();
     for name in ["link_ethernet.pcap", "link_vlan_qinq.pcap"] {
@@ -316,6 +324,19 @@ fn live_alerts_reach_the_file_within_a_second_and_sigterm_loses_nothing() {
     for r in recs.iter().filter(|v| v["event_type"] == "alert") {
         assert_eq!(r["in_iface"], "cap0");
         assert!(r.get("pcap_filename").is_none());
+        assert!(r["flow"]["pkts_toserver"].as_u64().unwrap() >= 1);
+    }
+    // Every flow the alerts name ended with a record at shutdown (or before), found by its
+    // community_id.
+    let flow_recs = records(&flows);
+    assert!(flow_recs.iter().all(|f| f["event_type"] == "flow"));
+    for r in recs.iter().filter(|v| v["event_type"] == "alert") {
+        assert!(
+            flow_recs
+                .iter()
+                .any(|f| f["community_id"] == r["community_id"]),
+            "no flow record for {r}"
+        );
     }
 }
 
