@@ -44,18 +44,29 @@ fn exfilwatch(path: &Path, rules: Option<&Path>, out: &Path) -> Run {
     }
     cmd.arg(path);
     let t = Instant::now();
-    let status = cmd.status().expect("run exfilwatch");
+    let mut child = cmd.spawn().expect("run exfilwatch");
+    // The child's own high-water mark: VmHWM belongs to its address space (rusage's maxrss of
+    // children is the largest of all children so far).
+    let hwm = |pid: u32| -> Option<i64> {
+        let st = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let l = st.lines().find(|l| l.starts_with("VmHWM:"))?;
+        l.split_whitespace().nth(1)?.parse().ok()
+    };
+    let mut max_rss_kib = 0;
+    let status = loop {
+        if let Some(k) = hwm(child.id()) {
+            max_rss_kib = max_rss_kib.max(k);
+        }
+        if let Some(st) = child.try_wait().expect("wait") {
+            break st;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    };
     let wall = t.elapsed();
     assert!(
         status.code().is_some_and(|c| c <= 1),
         "exfilwatch failed: {status}"
     );
-    // SAFETY: getrusage on RUSAGE_CHILDREN with a zeroed struct.
-    let max_rss_kib = unsafe {
-        let mut ru: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru);
-        ru.ru_maxrss
-    };
     let alerts = std::fs::read(out)
         .map(|b| b.iter().filter(|&&c| c == b'\n').count() as u64)
         .unwrap_or(0);
@@ -138,6 +149,11 @@ fn main() {
     )
     .unwrap();
     println!("exfilwatch pipeline benchmark ({runs} runs, medians, whole-process wall time)");
+    if let Ok(st) = std::fs::read_to_string("/proc/self/status") {
+        if let Some(l) = st.lines().find(|l| l.starts_with("VmHWM")) {
+            println!("(bench process {l})");
+        }
+    }
     measure("span-mix, default rules", &mix, None, runs);
     measure("syn-flood, default rules", &flood, None, runs);
     measure(
