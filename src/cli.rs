@@ -522,17 +522,55 @@ fn live(args: LiveArgs) -> u8 {
             .map(|u| format!(" as {} (uid {})", u.name, u.uid))
             .unwrap_or_default()
     );
-    let report = live::run(
-        src,
-        engine,
-        ctl,
-        args.stats_interval,
-        args.flows.as_ref().map(|_| args.flow_update_interval),
-        |s| {
-            let _ = writeln!(io::stderr(), "{}", s.text());
-        },
-        |m| eprint_err(m),
-    );
+    // The pipeline runs on its own thread so that a stop can be bounded: if the alert output
+    // blocks (a pipe nobody reads), draining could wait forever; after a grace period we
+    // report that and exit anyway.
+    let stop = Arc::clone(&ctl.stop);
+    let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+    let stats_every = args.stats_interval;
+    let updates = args.flows.as_ref().map(|_| args.flow_update_interval);
+    let spawned = std::thread::Builder::new()
+        .name("exfilwatch-live".into())
+        .spawn(move || {
+            let report = live::run(
+                src,
+                engine,
+                ctl,
+                stats_every,
+                updates,
+                |s| {
+                    let _ = writeln!(io::stderr(), "{}", s.text());
+                },
+                |m| eprint_err(m),
+            );
+            let _ = done_tx.send(report);
+        });
+    if let Err(e) = spawned {
+        eprint_err(format_args!("starting the pipeline: {e}"));
+        return EXIT_ERROR;
+    }
+    const GRACE: std::time::Duration = std::time::Duration::from_millis(1500);
+    let mut stopping_since = None;
+    let report = loop {
+        match done_rx.recv_timeout(std::time::Duration::from_millis(50)) {
+            Ok(r) => break r,
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                eprint_err("the pipeline ended without a report");
+                return EXIT_ERROR;
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+        }
+        if stop.load(std::sync::atomic::Ordering::SeqCst) {
+            let since = *stopping_since.get_or_insert_with(std::time::Instant::now);
+            if since.elapsed() > GRACE {
+                eprint_err(
+                    "stopping: the alert output is blocked (nobody reads it?); exiting without \
+                     the last alerts and stats",
+                );
+                return EXIT_ERROR;
+            }
+        }
+    };
     let _ = writeln!(io::stderr(), "{} (final)", report.stats.text());
     let mut status = EXIT_CLEAN;
     if let Some(e) = &report.capture_error {

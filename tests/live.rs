@@ -532,3 +532,78 @@ fn bpf_filter_applies_and_stats_are_reported() {
     assert!(stderr.contains("kernel_drops=0"), "{stderr}");
     assert!(stderr.contains("channel_drops=0"), "{stderr}");
 }
+
+/// Writes `n` SYNs to 10.0.1.20:11434 from distinct sources (Ethernet, classic pcap).
+fn syn_flood_pcap(path: &Path, n: u32) {
+    let mut out = Vec::new();
+    out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    out.extend_from_slice(&[
+        2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 1, 0, 0, 0,
+    ]);
+    for i in 0..n {
+        let mut f = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2, 0x08, 0x00];
+        f.extend_from_slice(&[0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0]);
+        f.extend_from_slice(&[172, 16, (i >> 8) as u8, i as u8, 10, 0, 1, 20]);
+        f.extend_from_slice(&(1024 + (i % 60000) as u16).to_be_bytes());
+        f.extend_from_slice(&[
+            0x2c, 0xaa, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0,
+        ]);
+        out.extend_from_slice(&1_764_072_000u32.to_le_bytes());
+        out.extend_from_slice(&i.to_le_bytes());
+        out.extend_from_slice(&(f.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(f.len() as u32).to_le_bytes());
+        out.extend_from_slice(&f);
+    }
+    fs::write(path, out).unwrap();
+}
+
+#[test]
+fn sigterm_with_a_blocked_output_still_exits_promptly() {
+    if !can_run("blocked_output") {
+        return;
+    }
+    let ns = Netns::new();
+    let dir = tempdir("blocked");
+    let flood = dir.join("flood.pcap");
+    syn_flood_pcap(&flood, 3000);
+    let stderr = dir.join("stderr");
+    // Alerts to a pipe nobody reads: once it is full, every write blocks.
+    let mut child = ns
+        .cmd(BIN)
+        .args(["live", "-i", "cap0"])
+        .stdout(Stdio::piped())
+        .stderr(fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while !fs::read_to_string(&stderr)
+        .unwrap_or_default()
+        .contains("capturing on")
+    {
+        assert!(t.elapsed() < Duration::from_secs(10));
+        sleep(Duration::from_millis(20));
+    }
+    sleep(Duration::from_millis(200));
+    ns.inject(&flood);
+    sleep(Duration::from_millis(500));
+    run_ok(Command::new("kill").args(["-TERM", &child.id().to_string()]));
+    let t = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "still running 5 s after SIGTERM with a blocked output"
+        );
+        sleep(Duration::from_millis(10));
+    };
+    let took = t.elapsed();
+    eprintln!("exited {took:?} after SIGTERM with a blocked output: {status}");
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    let err = fs::read_to_string(&stderr).unwrap();
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(err.contains("alert output is blocked"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    drop(child.stdout.take());
+}
