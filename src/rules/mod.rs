@@ -471,6 +471,37 @@ impl fmt::Display for RuleSet {
                     l.track.as_str()
                 )?;
             }
+            if let Some(v) = &r.volume {
+                match v.track {
+                    VolumeTrack::ByFlow => writeln!(f, "bytes = above {} per flow", v.bytes)?,
+                    VolumeTrack::BySrc { window } => writeln!(
+                        f,
+                        "bytes = above {} per source host within {window}",
+                        v.bytes
+                    )?,
+                }
+            }
+            if let Some(d) = &r.duration {
+                writeln!(f, "duration = longer than {d}")?;
+            }
+        }
+        if let Some(p) = &self.policy {
+            writeln!(f, "\n[policy]")?;
+            writeln!(f, "zones = [{}]", p.zones.join(", "))?;
+            writeln!(f, "severity = {}", p.severity.as_str())?;
+            for a in &p.allow {
+                write!(
+                    f,
+                    "allow {} -> {} proto {}",
+                    a.from.as_str(),
+                    a.to.as_str(),
+                    a.proto.as_str()
+                )?;
+                if let Some(ps) = &a.dest_port {
+                    write!(f, " dest_port [{}]", fmt_ranges(&ps.ranges))?;
+                }
+                writeln!(f, "  # {}", a.origin)?;
+            }
         }
         Ok(())
     }
