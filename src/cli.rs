@@ -195,23 +195,28 @@ fn load_rules(paths: &[PathBuf]) -> Result<RuleSet, LoadError> {
     RuleSet::load(paths)
 }
 
-fn check_rules(paths: &[PathBuf]) -> u8 {
-    match load_rules(paths) {
-        Ok(rs) => {
-            let mut out = io::stdout().lock();
-            match write!(out, "{rs}").and_then(|_| out.flush()) {
-                Ok(()) => EXIT_CLEAN,
-                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => EXIT_CLEAN,
-                Err(e) => {
-                    eprint_err(format_args!("writing to standard output: {e}"));
-                    EXIT_ERROR
-                }
-            }
-        }
+/// The rules, or `None` after reporting why not.
+fn rules_or_report(paths: &[PathBuf]) -> Option<RuleSet> {
+    load_rules(paths).map_err(|e| eprint_err(e)).ok()
+}
+
+/// Writes `text` to standard output; a closed pipe is not an error.
+fn print_stdout(text: &str) -> u8 {
+    let mut out = io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => EXIT_CLEAN,
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => EXIT_CLEAN,
         Err(e) => {
-            eprint_err(e);
+            eprint_err(format_args!("writing to standard output: {e}"));
             EXIT_ERROR
         }
+    }
+}
+
+fn check_rules(paths: &[PathBuf]) -> u8 {
+    match rules_or_report(paths) {
+        Some(rs) => print_stdout(&rs.to_string()),
+        None => EXIT_ERROR,
     }
 }
 
@@ -223,12 +228,8 @@ fn open_output(path: Option<&PathBuf>) -> io::Result<Output> {
 }
 
 fn read(args: ReadArgs) -> u8 {
-    let rules = match load_rules(&args.rules) {
-        Ok(r) => r,
-        Err(e) => {
-            eprint_err(e);
-            return EXIT_ERROR;
-        }
+    let Some(rules) = rules_or_report(&args.rules) else {
+        return EXIT_ERROR;
     };
     let out = match open_output(args.alerts.as_ref()) {
         Ok(o) => o,
@@ -404,12 +405,8 @@ fn list_interfaces() -> u8 {
 fn live(args: LiveArgs) -> u8 {
     use crate::capture::{LiveConfig, LiveSource};
     use crate::pipeline::live::{self, Control};
-    let rules = match load_rules(&args.rules) {
-        Ok(r) => r,
-        Err(e) => {
-            eprint_err(e);
-            return EXIT_ERROR;
-        }
+    let Some(rules) = rules_or_report(&args.rules) else {
+        return EXIT_ERROR;
     };
     let user = match args
         .user
@@ -586,12 +583,8 @@ fn live(args: LiveArgs) -> u8 {
 
 fn firewall(paths: &[PathBuf], format: FirewallFormatArg, zone: &str) -> u8 {
     use crate::firewall::{render, FirewallFormat};
-    let rules = match load_rules(paths) {
-        Ok(r) => r,
-        Err(e) => {
-            eprint_err(e);
-            return EXIT_ERROR;
-        }
+    let Some(rules) = rules_or_report(paths) else {
+        return EXIT_ERROR;
     };
     let format = match format {
         FirewallFormatArg::Nftables => FirewallFormat::Nftables,
@@ -599,17 +592,7 @@ fn firewall(paths: &[PathBuf], format: FirewallFormatArg, zone: &str) -> u8 {
         FirewallFormatArg::Ip6tables => FirewallFormat::Ip6tables,
     };
     match render(&rules, zone, format) {
-        Ok(text) => {
-            let mut out = io::stdout().lock();
-            match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-                Ok(()) => EXIT_CLEAN,
-                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => EXIT_CLEAN,
-                Err(e) => {
-                    eprint_err(format_args!("writing to standard output: {e}"));
-                    EXIT_ERROR
-                }
-            }
-        }
+        Ok(text) => print_stdout(&text),
         Err(e) => {
             eprint_err(e);
             EXIT_ERROR

@@ -250,6 +250,19 @@ struct FragKey {
     id: u32,
 }
 
+impl FragKey {
+    /// The identity shared by the fragments of `p`'s datagram.
+    fn of(p: &PacketSummary, id: u32) -> FragKey {
+        FragKey {
+            vlans: p.vlans,
+            src: p.src,
+            dst: p.dst,
+            proto: p.proto,
+            id,
+        }
+    }
+}
+
 /// The flow table.
 pub struct FlowTable {
     cfg: FlowConfig,
@@ -383,14 +396,7 @@ impl FlowTable {
         let later_fragment = p.fragment.filter(|f| f.offset != 0);
         let (key, from_lo) = match later_fragment {
             Some(f) => {
-                let fk = FragKey {
-                    vlans: p.vlans,
-                    src: p.src,
-                    dst: p.dst,
-                    proto: p.proto,
-                    id: f.id,
-                };
-                match self.frags.get(&fk) {
+                match self.frags.get(&FragKey::of(p, f.id)) {
                     Some(&(key, _)) => (key, key.lo.addr == p.src),
                     None => {
                         self.stats.orphan_fragments += 1;
@@ -401,13 +407,7 @@ impl FlowTable {
             None => FlowKey::of(p),
         };
         if let Some(f) = p.fragment.filter(|f| f.offset == 0) {
-            let fk = FragKey {
-                vlans: p.vlans,
-                src: p.src,
-                dst: p.dst,
-                proto: p.proto,
-                id: f.id,
-            };
+            let fk = FragKey::of(p, f.id);
             self.frags.insert(fk, (key, self.now));
             self.frag_order.push_back((self.now, fk));
         }
