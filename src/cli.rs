@@ -197,7 +197,7 @@ fn load_rules(paths: &[PathBuf]) -> Result<RuleSet, LoadError> {
 
 /// The rules, or `None` after reporting why not.
 fn rules_or_report(paths: &[PathBuf]) -> Option<RuleSet> {
-    load_rules(paths).map_err(|e| eprint_err(e)).ok()
+    load_rules(paths).map_err(eprint_err).ok()
 }
 
 /// Writes `text` to standard output; a closed pipe is not an error.
