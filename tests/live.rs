@@ -128,12 +128,16 @@ struct Sensor {
 
 impl Sensor {
     fn start(ns: &Netns, dir: &Path, args: &[&str]) -> Sensor {
+        Sensor::start_with(ns, dir, args, Stdio::null())
+    }
+
+    fn start_with(ns: &Netns, dir: &Path, args: &[&str], stdout: Stdio) -> Sensor {
         let stderr = dir.join("sensor.stderr");
         let child = ns
             .cmd(BIN)
             .arg("live")
             .args(args)
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(fs::File::create(&stderr).unwrap())
             .spawn()
             .expect("spawn exfilwatch live");
@@ -566,30 +570,14 @@ fn sigterm_with_a_blocked_output_still_exits_promptly() {
     let dir = tempdir("blocked");
     let flood = dir.join("flood.pcap");
     syn_flood_pcap(&flood, 3000);
-    let stderr = dir.join("stderr");
     // Alerts to a pipe nobody reads: once it is full, every write blocks.
-    let mut child = ns
-        .cmd(BIN)
-        .args(["live", "-i", "cap0"])
-        .stdout(Stdio::piped())
-        .stderr(fs::File::create(&stderr).unwrap())
-        .spawn()
-        .unwrap();
-    let t = Instant::now();
-    while !fs::read_to_string(&stderr)
-        .unwrap_or_default()
-        .contains("capturing on")
-    {
-        assert!(t.elapsed() < Duration::from_secs(10));
-        sleep(Duration::from_millis(20));
-    }
-    sleep(Duration::from_millis(200));
+    let mut sensor = Sensor::start_with(&ns, &dir, &["-i", "cap0"], Stdio::piped());
     ns.inject(&flood);
     sleep(Duration::from_millis(500));
-    run_ok(Command::new("kill").args(["-TERM", &child.id().to_string()]));
+    sensor.signal("-TERM");
     let t = Instant::now();
     let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
+        if let Some(st) = sensor.child.try_wait().unwrap() {
             break st;
         }
         assert!(
@@ -601,9 +589,8 @@ fn sigterm_with_a_blocked_output_still_exits_promptly() {
     let took = t.elapsed();
     eprintln!("exited {took:?} after SIGTERM with a blocked output: {status}");
     assert!(took < Duration::from_secs(3), "{took:?}");
-    let err = fs::read_to_string(&stderr).unwrap();
+    let err = sensor.stderr();
     assert_eq!(status.code(), Some(2), "{err}");
     assert!(err.contains("alert output is blocked"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
-    drop(child.stdout.take());
 }
