@@ -1,9 +1,13 @@
 //! The fixtures, end to end: runs the real `exfilwatch` binary over every case of
 //! fixtures/manifest.toml and compares its exit status and its alerts (the keys in [`KEYS`], same
 //! number, same order) with the expected files fixtures/generate.rs wrote from each scenario.
-//! Also: the checked-in fixtures are exactly what the generator writes today, one case's
-//! `--format text` lines match whole, and standard input and `--alerts` behave like the files.
-//! fixtures/README.md says what each fixture proves.
+//! Cases that name more keys in `also_compare` (severity, the `flow` object, a by_src volume
+//! alert's `bytes` and `window`, a policy alert's zones) compare those too, and cases with a
+//! `flows` file also run with `--flows FILE` and compare the flow records' [`RECORD_KEYS`] (as a
+//! set: flows that end at the same moment, e.g. at the end of the input, come in no specified
+//! order). Also: the checked-in fixtures are exactly what the generator writes today, the
+//! `--format text` lines of two cases match whole, and standard input and `--alerts` behave like
+//! the files. fixtures/README.md says what each fixture proves.
 
 #[path = "../fixtures/generate.rs"]
 #[allow(dead_code)]
@@ -35,6 +39,21 @@ const KEYS: &[&str] = &[
     "community_id",
 ];
 
+/// The flow record keys compared: all that the spec names (it says nothing of an ICMP record's
+/// type and code, so those are not compared).
+const RECORD_KEYS: &[&str] = &[
+    "timestamp",
+    "event_type",
+    "proto",
+    "src_ip",
+    "src_port",
+    "dest_ip",
+    "dest_port",
+    "vlan",
+    "community_id",
+    "flow",
+];
+
 /// How long one run of the binary over a few small files may take.
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -58,9 +77,22 @@ struct Case {
     /// Substrings standard error must contain (what an error message has to name).
     #[serde(default)]
     stderr: Vec<String>,
+    /// Alert keys compared on top of [`KEYS`].
+    #[serde(default)]
+    also_compare: Vec<String>,
+    /// The expected flow records of a run with `--flows`.
+    flows: Option<String>,
 }
 
 impl Case {
+    /// The alert keys this case compares: [`KEYS`] and its `also_compare`.
+    fn keys(&self) -> Vec<&str> {
+        KEYS.iter()
+            .copied()
+            .chain(self.also_compare.iter().map(String::as_str))
+            .collect()
+    }
+
     /// `read --quiet [EXTRA...] [--rules fixtures/RULES] fixtures/FILE...`
     fn args(&self, extra: &[&str]) -> Vec<String> {
         let mut args: Vec<String> = ["read", "--quiet"].iter().map(|s| s.to_string()).collect();
@@ -169,11 +201,12 @@ fn wait_with_timeout(child: &mut Child) -> (Option<i32>, bool) {
     }
 }
 
-/// The compared keys of one alert object, in [`KEYS`] order, as one line of JSON.
-fn project(alert: &Value) -> String {
-    let fields: Vec<String> = KEYS
+/// The `keys` of one JSON object, in that order, as one line of JSON (a nested object's keys
+/// sorted).
+fn project(object: &Value, keys: &[&str]) -> String {
+    let fields: Vec<String> = keys
         .iter()
-        .filter_map(|&key| alert.get(key).map(|v| format!("\"{key}\":{v}")))
+        .filter_map(|&key| object.get(key).map(|v| format!("\"{key}\":{v}")))
         .collect();
     format!("{{{}}}", fields.join(","))
 }
@@ -181,10 +214,15 @@ fn project(alert: &Value) -> String {
 /// Parses JSON lines and projects each onto [`KEYS`]; a line that is not a JSON object is kept
 /// as `NOT JSON: line`, so it shows in the diff.
 fn projected_lines(text: &str) -> Vec<String> {
+    projected_lines_on(text, KEYS)
+}
+
+/// Parses JSON lines and projects each onto `keys`.
+fn projected_lines_on(text: &str, keys: &[&str]) -> Vec<String> {
     text.lines()
         .filter(|l| !l.trim().is_empty())
         .map(|line| match serde_json::from_str::<Value>(line) {
-            Ok(v) if v.is_object() => project(&v),
+            Ok(v) if v.is_object() => project(&v, keys),
             _ => format!("NOT JSON: {line}"),
         })
         .collect()
@@ -279,23 +317,65 @@ fn compare_with_stderr(
 }
 
 fn expected_lines(file: &str) -> Vec<String> {
+    expected_lines_on(file, KEYS)
+}
+
+fn expected_lines_on(file: &str, keys: &[&str]) -> Vec<String> {
     let path = fixtures_dir().join(file);
     let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    projected_lines(&text)
+    projected_lines_on(&text, keys)
 }
 
 fn check_case(case: &Case) -> Option<String> {
-    let args = case.args(&[]);
+    let flows_path = case.flows.as_ref().map(|_| {
+        let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+            "fixtures-{}-{}.flows.jsonl",
+            std::process::id(),
+            case.name
+        ));
+        drop(fs::remove_file(&path));
+        path
+    });
+    let flows_arg = flows_path.as_ref().map(|p| p.display().to_string());
+    let extra: Vec<&str> = match &flows_arg {
+        Some(p) => vec!["--flows", p.as_str()],
+        None => vec![],
+    };
+    let args = case.args(&extra);
     let run = exfilwatch(&args, None);
-    compare_with_stderr(
-        &format!("case {} ({})", case.name, case.about),
+    let keys = case.keys();
+    let what = format!("case {} ({})", case.name, case.about);
+    let mut report = compare_with_stderr(
+        &what,
         &args,
         &run,
         case.exit,
-        &expected_lines(&case.expected),
-        &projected_lines(&run.stdout),
+        &expected_lines_on(&case.expected, &keys),
+        &projected_lines_on(&run.stdout, &keys),
         &case.stderr,
-    )
+    );
+    if let (Some(expected), Some(path)) = (&case.flows, &flows_path) {
+        let mut want = expected_lines_on(expected, RECORD_KEYS);
+        let written = fs::read_to_string(path).unwrap_or_default();
+        drop(fs::remove_file(path));
+        let mut got = projected_lines_on(&written, RECORD_KEYS);
+        want.sort();
+        got.sort();
+        if want != got {
+            let text = format!(
+                "{what}: flow records differ ({} expected, {} written; sorted; - expected \
+                 only, + written only):\n{}",
+                want.len(),
+                got.len(),
+                diff(&want, &got)
+            );
+            report = Some(match report {
+                Some(r) => format!("{r}{text}"),
+                None => format!("{text}  command: exfilwatch {}\n", args.join(" ")),
+            });
+        }
+    }
+    report
 }
 
 #[test]
