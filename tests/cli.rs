@@ -148,3 +148,52 @@ fn report_json_lists_top_destinations_and_alerts() {
         "the default rules ship the policy commented out"
     );
 }
+
+/// A classic pcap of SYNs to 10.0.1.20:11434 at the given (unsigned 32-bit) seconds.
+fn syns_at(path: &Path, secs: &[u32]) {
+    let mut out = Vec::new();
+    out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    out.extend_from_slice(&[
+        2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 1, 0, 0, 0,
+    ]);
+    for (i, &s) in secs.iter().enumerate() {
+        let mut f = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2, 0x08, 0x00];
+        f.extend_from_slice(&[0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0]);
+        f.extend_from_slice(&[10, 0, 3, 1 + i as u8, 10, 0, 1, 20, 0x9c, 0x40, 0x2c, 0xaa]);
+        f.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0]);
+        out.extend_from_slice(&s.to_le_bytes());
+        out.extend_from_slice(&7u32.to_le_bytes());
+        out.extend_from_slice(&(f.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(f.len() as u32).to_le_bytes());
+        out.extend_from_slice(&f);
+    }
+    std::fs::write(path, out).unwrap();
+}
+
+#[test]
+fn classic_pcap_seconds_are_unsigned_past_2038() {
+    let pcap = tmp("y2038.pcap");
+    syns_at(&pcap, &[0x7fff_ffff, 0x8000_0000, 0xffff_ffff]);
+    let out = Command::new(BIN)
+        .args(["read", "--quiet"])
+        .arg(&pcap)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stamps: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["timestamp"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(
+        stamps,
+        [
+            "2038-01-19T03:14:07.000007Z",
+            "2038-01-19T03:14:08.000007Z",
+            "2106-02-07T06:28:15.000007Z"
+        ]
+    );
+}

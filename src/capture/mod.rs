@@ -43,6 +43,8 @@ pub struct FileSource {
     linktype: i32,
     count: u64,
     done: bool,
+    /// The file is pcapng (64-bit timestamps), not classic pcap.
+    pcapng: bool,
 }
 
 impl FileSource {
@@ -67,12 +69,22 @@ impl FileSource {
             message: e.to_string(),
         })?;
         let linktype = cap.get_datalink().0;
+        // pcapng keeps 64-bit timestamps (libpcap converts them faithfully); classic pcap's
+        // are unsigned 32-bit. Standard input is taken as classic (it cannot be peeked).
+        let pcapng = path != "-"
+            && std::fs::File::open(path)
+                .and_then(|mut f| {
+                    let mut magic = [0u8; 4];
+                    std::io::Read::read_exact(&mut f, &mut magic).map(|()| magic)
+                })
+                .is_ok_and(|m| m == [0x0a, 0x0d, 0x0d, 0x0a]);
         Ok(FileSource {
             cap,
             name: path.to_string(),
             linktype,
             count: 0,
             done: false,
+            pcapng,
         })
     }
 
@@ -101,8 +113,13 @@ impl FileSource {
                 self.count += 1;
                 // time_t and suseconds_t are i64 on the 64-bit targets we build for.
                 #[allow(clippy::unnecessary_cast)]
-                let ts =
-                    Timestamp::from_parts(p.header.ts.tv_sec as i64, p.header.ts.tv_usec as i64);
+                let (mut sec, frac) = (p.header.ts.tv_sec as i64, p.header.ts.tv_usec as i64);
+                // Classic pcap stores seconds as an unsigned 32-bit number (good until 2106);
+                // libpcap sign-extends it, turning 2038 and later into 1901. Undo that.
+                if sec < 0 && !self.pcapng {
+                    sec &= 0xffff_ffff;
+                }
+                let ts = Timestamp::from_parts(sec, frac);
                 Ok(Some(Frame {
                     ts,
                     linktype: self.linktype,

@@ -76,14 +76,14 @@ pub mod proto {
     pub const ICMPV6: u8 = 58;
     pub const SCTP: u8 = 132;
 
-    /// The EVE name of a protocol (`TCP`, `UDP`, `ICMP`, `IPv6-ICMP`), if it has one.
+    /// The name alerts give a protocol (`TCP`, `UDP`, `ICMP`, `IPv6-ICMP`), if it has one:
+    /// every other protocol, SCTP included, is reported by its number.
     pub fn name(p: u8) -> Option<&'static str> {
         match p {
             TCP => Some("TCP"),
             UDP => Some("UDP"),
             ICMP => Some("ICMP"),
             ICMPV6 => Some("IPv6-ICMP"),
-            SCTP => Some("SCTP"),
             _ => None,
         }
     }
