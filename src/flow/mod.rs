@@ -395,15 +395,13 @@ impl FlowTable {
     pub fn track(&mut self, p: &PacketSummary) -> Option<Tracked> {
         let later_fragment = p.fragment.filter(|f| f.offset != 0);
         let (key, from_lo) = match later_fragment {
-            Some(f) => {
-                match self.frags.get(&FragKey::of(p, f.id)) {
-                    Some(&(key, _)) => (key, key.lo.addr == p.src),
-                    None => {
-                        self.stats.orphan_fragments += 1;
-                        return None;
-                    }
+            Some(f) => match self.frags.get(&FragKey::of(p, f.id)) {
+                Some(&(key, _)) => (key, key.lo.addr == p.src),
+                None => {
+                    self.stats.orphan_fragments += 1;
+                    return None;
                 }
-            }
+            },
             None => FlowKey::of(p),
         };
         if let Some(f) = p.fragment.filter(|f| f.offset == 0) {
