@@ -227,20 +227,22 @@ fn open_output(path: Option<&PathBuf>) -> io::Result<Output> {
     }
 }
 
+/// The alert output, or `None` after reporting why it cannot be opened.
+fn output_or_report(path: Option<&PathBuf>) -> Option<Output> {
+    open_output(path)
+        .map_err(|e| {
+            let name = path.map_or("standard output".to_string(), |p| p.display().to_string());
+            eprint_err(format_args!("{name}: cannot open alert output: {e}"));
+        })
+        .ok()
+}
+
 fn read(args: ReadArgs) -> u8 {
     let Some(rules) = rules_or_report(&args.rules) else {
         return EXIT_ERROR;
     };
-    let out = match open_output(args.alerts.as_ref()) {
-        Ok(o) => o,
-        Err(e) => {
-            let name = args
-                .alerts
-                .as_ref()
-                .map_or("standard output".to_string(), |p| p.display().to_string());
-            eprint_err(format_args!("{name}: cannot open alert output: {e}"));
-            return EXIT_ERROR;
-        }
+    let Some(out) = output_or_report(args.alerts.as_ref()) else {
+        return EXIT_ERROR;
     };
     let format = match args.format {
         FormatArg::Json => Format::Json,
@@ -446,16 +448,8 @@ fn live(args: LiveArgs) -> u8 {
         return EXIT_ERROR;
     }
     let existed = args.alerts.as_ref().is_some_and(|p| p.exists());
-    let out = match open_output(args.alerts.as_ref()) {
-        Ok(o) => o,
-        Err(e) => {
-            let name = args
-                .alerts
-                .as_ref()
-                .map_or("standard output".to_string(), |p| p.display().to_string());
-            eprint_err(format_args!("{name}: cannot open alert output: {e}"));
-            return EXIT_ERROR;
-        }
+    let Some(out) = output_or_report(args.alerts.as_ref()) else {
+        return EXIT_ERROR;
     };
     let flows_existed = args.flows.as_ref().is_some_and(|p| p.exists());
     let flows_out = match args.flows.as_ref().map(|p| (p, Output::append(p))) {
