@@ -16,7 +16,7 @@
 #
 # Environment: FUZZ_SANITIZER (default none: the code under test is safe Rust; `address` also
 # works), FUZZ_TIMEOUT (seconds for one input before it counts as a hang, default 10),
-# FUZZ_RESTARTS. Needs cargo-fuzz (installed from crates.io when missing); the stable toolchain
+# FUZZ_RSS_MB (memory limit of the fuzzing process, default 2048), FUZZ_RESTARTS. Needs cargo-fuzz (installed from crates.io when missing); the stable toolchain
 # is enough, as RUSTC_BOOTSTRAP=1 lets cargo-fuzz pass its -Z flags.
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
@@ -30,6 +30,7 @@ fi
 sanitizer=${FUZZ_SANITIZER:-none}
 timeout=${FUZZ_TIMEOUT:-10}
 restarts=${FUZZ_RESTARTS:-3}
+rss_mb=${FUZZ_RSS_MB:-2048}
 
 export RUSTC_BOOTSTRAP=1
 # The capture target writes each input to a temporary file: keep those in memory.
@@ -72,7 +73,7 @@ for t in "${targets[@]}"; do
         rm -f fuzz-0.log
         cargo fuzz run -s "$sanitizer" "$t" "corpus/$t" "seeds/$t" -- \
             -max_total_time="$left" -jobs=1 -workers=1 -timeout="$timeout" \
-            -rss_limit_mb=2048 -print_final_stats=1 "${extra[@]}" >>"$log" 2>&1 || true
+            -rss_limit_mb="$rss_mb" -print_final_stats=1 "${extra[@]}" >>"$log" 2>&1 || true
         # With -jobs, libFuzzer's own output goes to fuzz-0.log.
         if [ -f fuzz-0.log ]; then
             cat fuzz-0.log >>"$log"
@@ -90,6 +91,10 @@ for t in "${targets[@]}"; do
     cov=$(grep -E '^#[0-9]+.*cov: ' "$log" | tail -1 | sed -E 's/.*(cov: [0-9]+ ft: [0-9]+).*/\1/')
     line="$t: ${took}s, $execs execs, $corpus corpus files, ${cov:-cov: ?}, $findings new findings in fuzz/artifacts/$t/"
     echo "$line" | tee -a "$log"
+    if [ "$execs" -eq 0 ]; then
+        line="$line; NOT RUN: no executions (see fuzz/logs/$t.log)"
+        found=1
+    fi
     summary+=("$line")
     [ "$findings" -eq 0 ] || found=1
 done
@@ -98,6 +103,6 @@ echo
 echo "fuzz.sh summary:"
 printf '  %s\n' "${summary[@]}"
 if [ "$found" -ne 0 ]; then
-    echo "fuzz.sh: findings (see fuzz/artifacts/): minimize them and add them to tests/data/fuzz/" >&2
+    echo "fuzz.sh: findings (see fuzz/artifacts/) or targets that did not run: minimize findings and add them to tests/data/fuzz/" >&2
     exit 1
 fi
