@@ -8,12 +8,15 @@
 //! saw RST or FIN from both sides is *closed* and a pure SYN on its tuple starts a new flow. The
 //! table never holds more than `max_flows` flows: the longest-idle one is evicted first.
 //!
-//! Every operation is O(1): flows live in a slab, each timeout class keeps an intrusive list in
-//! last-activity order, so expiry pops list fronts and eviction compares six of them. Nothing
+//! Every operation is O(1): flows live in a slab, each timeout class keeps a linked list (of
+//! compact nodes beside the slab) in last-activity order, so expiry pops list fronts and eviction compares six of them. Nothing
 //! iterates a hash map, so the order of ended flows (and everything derived from it) is the same
 //! on every run.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasher;
+
+use hashbrown::HashTable;
 use std::net::IpAddr;
 
 use crate::decode::{proto, tcp_flags, PacketSummary, Transport, Vlans};
@@ -145,10 +148,8 @@ pub struct Flow {
     /// Free for the flow's owner (the engine keeps per-flow rule state there); `u32::MAX`
     /// when unused.
     pub ext: u32,
-    // Intrusive list links within the flow's timeout class.
+    // The timeout class whose list holds the flow (links live in `FlowTable::nodes`).
     class: u8,
-    prev: u32,
-    next: u32,
 }
 
 impl Flow {
@@ -267,15 +268,19 @@ impl FragKey {
 pub struct FlowTable {
     cfg: FlowConfig,
     timeouts: [Duration; CLASSES],
-    map: HashMap<FlowKey, u32, foldhash::fast::RandomState>,
+    /// Slot numbers, hashed by their flow's key (the key lives in the slab only: 4 bytes per
+    /// entry instead of 60, and a hit touches the flow it is about to update anyway).
+    map: HashTable<u32>,
+    hasher: foldhash::fast::RandomState,
     slab: Vec<Option<Flow>>,
     free: Vec<u32>,
     heads: [u32; CLASSES],
     tails: [u32; CLASSES],
     /// Monotonic packet clock: the latest timestamp seen.
     now: Timestamp,
-    /// Activity time used for ordering (monotonic, unlike packet timestamps).
-    activity: Vec<Timestamp>,
+    /// Per slot: list links and activity time (monotonic, unlike packet timestamps). Kept
+    /// apart from the flows so relinking touches 16-byte nodes, not three flows.
+    nodes: Vec<Node>,
     next_id: u64,
     frags: HashMap<FragKey, (FlowKey, Timestamp), foldhash::fast::RandomState>,
     frag_order: VecDeque<(Timestamp, FragKey)>,
@@ -295,13 +300,14 @@ impl FlowTable {
                 cfg.other,
             ],
             cfg,
-            map: HashMap::default(),
+            map: HashTable::new(),
+            hasher: foldhash::fast::RandomState::default(),
             slab: Vec::new(),
             free: Vec::new(),
             heads: [NIL; CLASSES],
             tails: [NIL; CLASSES],
             now: Timestamp(i64::MIN),
-            activity: Vec::new(),
+            nodes: Vec::new(),
             next_id: 0,
             frags: HashMap::default(),
             frag_order: VecDeque::new(),
@@ -349,7 +355,7 @@ impl FlowTable {
             let mut cur = self.heads[c];
             std::iter::from_fn(move || {
                 let f = self.slab.get(cur as usize)?.as_ref()?;
-                cur = f.next;
+                cur = self.nodes[cur as usize].next;
                 Some(f)
             })
         })
@@ -371,7 +377,7 @@ impl FlowTable {
                 if head == NIL {
                     break;
                 }
-                let idle = self.now.since(self.activity[head as usize]);
+                let idle = self.now.since(self.nodes[head as usize].activity);
                 if idle <= self.timeouts[class] {
                     break;
                 }
@@ -416,10 +422,17 @@ impl FlowTable {
         let mut created = false;
         // Below the cap, one hash probe finds the flow or the place for a new one.
         let below_cap = self.map.len() < self.cfg.max_flows.max(1);
+        let hash = self.hasher.hash_one(key);
         let found = if below_cap && later_fragment.is_none() {
-            match self.map.entry(key) {
-                std::collections::hash_map::Entry::Occupied(e) => Some(*e.get()),
-                std::collections::hash_map::Entry::Vacant(v) => {
+            let (slab, hasher) = (&self.slab, &self.hasher);
+            let entry = self.map.entry(
+                hash,
+                |&s| key_of(slab, s) == Some(&key),
+                |&s| key_of(slab, s).map_or(0, |k| hasher.hash_one(k)),
+            );
+            match entry {
+                hashbrown::hash_table::Entry::Occupied(e) => Some(*e.get()),
+                hashbrown::hash_table::Entry::Vacant(v) => {
                     // The slot `new_flow` will use: the top of the free list, or the next one.
                     let next = self.free.last().copied().unwrap_or(self.slab.len() as u32);
                     v.insert(next);
@@ -428,12 +441,12 @@ impl FlowTable {
                 }
             }
         } else {
-            self.map.get(&key).copied()
+            self.find(hash, &key)
         };
         let slot = match found {
             None if created => {
                 let slot = self.new_flow(key, from_lo, p);
-                debug_assert_eq!(self.map.get(&key), Some(&slot));
+                debug_assert_eq!(self.find(hash, &key), Some(slot));
                 self.stats.peak = self.stats.peak.max(self.map.len() as u64);
                 slot
             }
@@ -441,7 +454,7 @@ impl FlowTable {
                 self.remove(slot, EndReason::Shutdown);
                 self.stats.reused += 1;
                 created = true;
-                self.insert(key, from_lo, p)
+                self.insert(hash, key, from_lo, p)
             }
             Some(slot) => slot,
             None if later_fragment.is_some() => {
@@ -450,7 +463,7 @@ impl FlowTable {
             }
             None => {
                 created = true;
-                self.insert(key, from_lo, p)
+                self.insert(hash, key, from_lo, p)
             }
         };
         let now = self.now;
@@ -532,12 +545,23 @@ impl FlowTable {
         self.get(slot).is_some_and(|f| f.state == FlowState::Closed)
     }
 
-    fn insert(&mut self, key: FlowKey, from_lo: bool, p: &PacketSummary) -> u32 {
+    /// The slot of the flow with `key` (whose hash is `hash`).
+    fn find(&self, hash: u64, key: &FlowKey) -> Option<u32> {
+        let slab = &self.slab;
+        self.map
+            .find(hash, |&s| key_of(slab, s) == Some(key))
+            .copied()
+    }
+
+    fn insert(&mut self, hash: u64, key: FlowKey, from_lo: bool, p: &PacketSummary) -> u32 {
         if self.map.len() >= self.cfg.max_flows.max(1) {
             self.evict_longest_idle();
         }
         let slot = self.new_flow(key, from_lo, p);
-        self.map.insert(key, slot);
+        let (slab, hasher) = (&self.slab, &self.hasher);
+        self.map.insert_unique(hash, slot, |&s| {
+            key_of(slab, s).map_or(0, |k| hasher.hash_one(k))
+        });
         self.stats.peak = self.stats.peak.max(self.map.len() as u64);
         slot
     }
@@ -565,8 +589,6 @@ impl FlowTable {
             syn_seen: false,
             ext: NIL,
             class: NIL as u8,
-            prev: NIL,
-            next: NIL,
         };
         match self.free.pop() {
             Some(s) => {
@@ -575,7 +597,11 @@ impl FlowTable {
             }
             None => {
                 self.slab.push(Some(flow));
-                self.activity.push(self.now);
+                self.nodes.push(Node {
+                    activity: self.now,
+                    prev: NIL,
+                    next: NIL,
+                });
                 (self.slab.len() - 1) as u32
             }
         }
@@ -585,7 +611,7 @@ impl FlowTable {
         let victim = (0..CLASSES)
             .filter_map(|c| {
                 let h = self.heads[c];
-                (h != NIL).then(|| (self.activity[h as usize], h))
+                (h != NIL).then(|| (self.nodes[h as usize].activity, h))
             })
             .min();
         if let Some((_, slot)) = victim {
@@ -597,7 +623,10 @@ impl FlowTable {
     fn remove(&mut self, slot: u32, reason: EndReason) {
         self.unlink(slot);
         if let Some(flow) = self.slab.get_mut(slot as usize).and_then(Option::take) {
-            self.map.remove(&flow.key);
+            let hash = self.hasher.hash_one(flow.key);
+            if let Ok(e) = self.map.find_entry(hash, |&s| s == slot) {
+                e.remove();
+            }
             self.free.push(slot);
             let reason = match (reason, flow.close_reason) {
                 // A closed flow that leaves later ended by its FIN or RST.
@@ -610,46 +639,73 @@ impl FlowTable {
 
     /// Moves `slot` to the back of `class`'s list with activity time `now`.
     fn touch(&mut self, slot: u32, class: u8, now: Timestamp) {
-        self.unlink(slot);
-        self.activity[slot as usize] = now;
-        let tail = self.tails[class as usize];
-        if let Some(f) = self.slab[slot as usize].as_mut() {
-            f.class = class;
-            f.prev = tail;
-            f.next = NIL;
+        let Some(f) = self.slab.get_mut(slot as usize).and_then(Option::as_mut) else {
+            return;
+        };
+        let old = f.class;
+        f.class = class;
+        if old == class && self.tails[class as usize] == slot {
+            // Already last (a burst of one flow): only the time moves.
+            self.nodes[slot as usize].activity = now;
+            return;
         }
+        self.unlink_from(slot, old);
+        let tail = self.tails[class as usize];
+        self.nodes[slot as usize] = Node {
+            activity: now,
+            prev: tail,
+            next: NIL,
+        };
         if tail == NIL {
             self.heads[class as usize] = slot;
-        } else if let Some(t) = self.slab[tail as usize].as_mut() {
-            t.next = slot;
+        } else {
+            self.nodes[tail as usize].next = slot;
         }
         self.tails[class as usize] = slot;
     }
 
     fn unlink(&mut self, slot: u32) {
-        let Some(f) = self.slab.get(slot as usize).and_then(Option::as_ref) else {
+        let Some(f) = self.slab.get_mut(slot as usize).and_then(Option::as_mut) else {
             return;
         };
-        let (class, prev, next) = (f.class, f.prev, f.next);
+        let class = f.class;
+        f.class = NIL as u8;
+        self.unlink_from(slot, class);
+    }
+
+    /// Takes `slot` out of `class`'s list (nothing when `class` is none).
+    fn unlink_from(&mut self, slot: u32, class: u8) {
         if class as usize >= CLASSES {
             return; // not linked yet
         }
+        let Node { prev, next, .. } = self.nodes[slot as usize];
         if prev == NIL {
             self.heads[class as usize] = next;
-        } else if let Some(p) = self.slab[prev as usize].as_mut() {
-            p.next = next;
+        } else {
+            self.nodes[prev as usize].next = next;
         }
         if next == NIL {
             self.tails[class as usize] = prev;
-        } else if let Some(n) = self.slab[next as usize].as_mut() {
-            n.prev = prev;
+        } else {
+            self.nodes[next as usize].prev = prev;
         }
-        if let Some(f) = self.slab[slot as usize].as_mut() {
-            f.class = NIL as u8;
-            f.prev = NIL;
-            f.next = NIL;
-        }
+        let n = &mut self.nodes[slot as usize];
+        n.prev = NIL;
+        n.next = NIL;
     }
+}
+
+/// List links and activity time of one slot.
+#[derive(Clone, Copy, Debug)]
+struct Node {
+    activity: Timestamp,
+    prev: u32,
+    next: u32,
+}
+
+/// The key of the flow in `slot`, if any.
+fn key_of(slab: &[Option<Flow>], slot: u32) -> Option<&FlowKey> {
+    slab.get(slot as usize)?.as_ref().map(|f| &f.key)
 }
 
 fn class_of(f: &Flow) -> u8 {
