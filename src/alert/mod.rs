@@ -91,6 +91,43 @@ pub struct AlertWriter {
     format: Format,
     out: Output,
     line: Vec<u8>,
+    frags: Fragments,
+}
+
+/// JSON pieces that only change with the rule or the input file, escaped once.
+#[derive(Default)]
+pub struct Fragments {
+    /// Per rule id: `,"event_type":"alert","rule":ID,"severity":"S","message":MSG`.
+    rules: std::collections::HashMap<Box<str>, Box<[u8]>, foldhash::fast::RandomState>,
+    /// The last file name and its `,"pcap_filename":NAME,"pcap_cnt":`.
+    file: (Box<str>, Vec<u8>),
+}
+
+impl Fragments {
+    fn rule(&mut self, r: &Rule) -> io::Result<&[u8]> {
+        if !self.rules.contains_key(r.id.as_str()) {
+            let mut w = Vec::with_capacity(64 + r.message.len());
+            w.extend_from_slice(b"\",\"event_type\":\"alert\",\"rule\":");
+            json_str(&mut w, &r.id)?;
+            w.extend_from_slice(b",\"severity\":\"");
+            w.extend_from_slice(r.severity.as_str().as_bytes());
+            w.extend_from_slice(b"\",\"message\":");
+            json_str(&mut w, &r.message)?;
+            self.rules.insert(r.id.as_str().into(), w.into());
+        }
+        Ok(self.rules.get(r.id.as_str()).map_or(&[], |v| v))
+    }
+
+    fn file(&mut self, name: &str) -> io::Result<&[u8]> {
+        if *self.file.0 != *name || self.file.1.is_empty() {
+            let mut w = Vec::with_capacity(32 + name.len());
+            w.extend_from_slice(b",\"pcap_filename\":");
+            json_str(&mut w, name)?;
+            w.extend_from_slice(b",\"pcap_cnt\":");
+            self.file = (name.into(), w);
+        }
+        Ok(&self.file.1)
+    }
 }
 
 impl AlertWriter {
@@ -99,6 +136,7 @@ impl AlertWriter {
             format,
             out,
             line: Vec::with_capacity(512),
+            frags: Fragments::default(),
         }
     }
 
@@ -106,7 +144,7 @@ impl AlertWriter {
     pub fn write(&mut self, a: &Alert<'_>) -> io::Result<()> {
         self.line.clear();
         match self.format {
-            Format::Json => json_line(&mut self.line, a)?,
+            Format::Json => json_line_with(&mut self.line, a, &mut self.frags)?,
             Format::Text => text_line(&mut self.line, a)?,
         }
         self.out.write_line(&self.line)
@@ -152,16 +190,34 @@ fn json_str(w: &mut Vec<u8>, s: &str) -> io::Result<()> {
     serde_json::to_writer(&mut *w, s).map_err(io::Error::other)
 }
 
+/// An address in its standard text form (IPv4 without the formatting machinery).
+fn ip(w: &mut Vec<u8>, addr: IpAddr) -> io::Result<()> {
+    match addr {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            let mut b = itoa::Buffer::new();
+            for (i, x) in o.iter().enumerate() {
+                if i > 0 {
+                    w.push(b'.');
+                }
+                w.extend_from_slice(b.format(*x).as_bytes());
+            }
+            Ok(())
+        }
+        IpAddr::V6(v6) => write!(w, "{v6}"),
+    }
+}
+
 /// Renders `a` as a JSON line (with its newline) into `w`.
 pub fn json_line(w: &mut Vec<u8>, a: &Alert<'_>) -> io::Result<()> {
+    json_line_with(w, a, &mut Fragments::default())
+}
+
+/// [`json_line`] with the rule's and the file's pieces from (and into) `frags`.
+pub fn json_line_with(w: &mut Vec<u8>, a: &Alert<'_>, frags: &mut Fragments) -> io::Result<()> {
     w.extend_from_slice(b"{\"timestamp\":\"");
     ts(w, a.ts);
-    w.extend_from_slice(b"\",\"event_type\":\"alert\",\"rule\":");
-    json_str(w, &a.rule.id)?;
-    w.extend_from_slice(b",\"severity\":\"");
-    w.extend_from_slice(a.rule.severity.as_str().as_bytes());
-    w.extend_from_slice(b"\",\"message\":");
-    json_str(w, &a.rule.message)?;
+    w.extend_from_slice(frags.rule(a.rule)?);
     match proto::name(a.proto) {
         Some(n) => {
             w.extend_from_slice(b",\"proto\":\"");
@@ -173,12 +229,16 @@ pub fn json_line(w: &mut Vec<u8>, a: &Alert<'_>) -> io::Result<()> {
             num(w, a.proto);
         }
     }
-    write!(w, ",\"src_ip\":\"{}\"", a.src)?;
+    w.extend_from_slice(b",\"src_ip\":\"");
+    ip(w, a.src)?;
+    w.push(b'"');
     if let Some(p) = a.src_port {
         w.extend_from_slice(b",\"src_port\":");
         num(w, p);
     }
-    write!(w, ",\"dest_ip\":\"{}\"", a.dest)?;
+    w.extend_from_slice(b",\"dest_ip\":\"");
+    ip(w, a.dest)?;
+    w.push(b'"');
     if let Some(p) = a.dest_port {
         w.extend_from_slice(b",\"dest_port\":");
         num(w, p);
@@ -229,9 +289,7 @@ pub fn json_line(w: &mut Vec<u8>, a: &Alert<'_>) -> io::Result<()> {
             w.extend_from_slice(b"}\n");
         }
         None => {
-            w.extend_from_slice(b",\"pcap_filename\":");
-            json_str(w, a.pcap_filename)?;
-            w.extend_from_slice(b",\"pcap_cnt\":");
+            w.extend_from_slice(frags.file(a.pcap_filename)?);
             num(w, a.pcap_cnt);
             w.extend_from_slice(b"}\n");
         }

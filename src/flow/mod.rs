@@ -270,8 +270,10 @@ pub struct FlowTable {
     timeouts: [Duration; CLASSES],
     /// Slot numbers, hashed by their flow's key (the key lives in the slab only: 4 bytes per
     /// entry instead of 60, and a hit touches the flow it is about to update anyway).
-    map: HashTable<u32>,
+    map: HashTable<Bucket>,
     hasher: foldhash::fast::RandomState,
+    /// Flows in the slab.
+    live: usize,
     slab: Vec<Option<Flow>>,
     free: Vec<u32>,
     heads: [u32; CLASSES],
@@ -302,6 +304,7 @@ impl FlowTable {
             cfg,
             map: HashTable::new(),
             hasher: foldhash::fast::RandomState::default(),
+            live: 0,
             slab: Vec::new(),
             free: Vec::new(),
             heads: [NIL; CLASSES],
@@ -318,12 +321,12 @@ impl FlowTable {
 
     /// Flows alive now.
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.live
     }
 
     /// Whether no flow is alive.
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.live == 0
     }
 
     /// Counters so far.
@@ -421,21 +424,21 @@ impl FlowTable {
 
         let mut created = false;
         // Below the cap, one hash probe finds the flow or the place for a new one.
-        let below_cap = self.map.len() < self.cfg.max_flows.max(1);
-        let hash = self.hasher.hash_one(key);
+        let below_cap = self.live < self.cfg.max_flows.max(1);
+        let hash = self.hash(&key);
         let found = if below_cap && later_fragment.is_none() {
-            let (slab, hasher) = (&self.slab, &self.hasher);
+            let slab = &self.slab;
             let entry = self.map.entry(
-                hash,
-                |&s| key_of(slab, s) == Some(&key),
-                |&s| key_of(slab, s).map_or(0, |k| hasher.hash_one(k)),
+                widen(hash),
+                |b| b.hash == hash && key_of(slab, b.slot) == Some(&key),
+                |b| widen(b.hash),
             );
             match entry {
-                hashbrown::hash_table::Entry::Occupied(e) => Some(*e.get()),
+                hashbrown::hash_table::Entry::Occupied(e) => Some(e.get().slot),
                 hashbrown::hash_table::Entry::Vacant(v) => {
                     // The slot `new_flow` will use: the top of the free list, or the next one.
-                    let next = self.free.last().copied().unwrap_or(self.slab.len() as u32);
-                    v.insert(next);
+                    let slot = self.free.last().copied().unwrap_or(self.slab.len() as u32);
+                    v.insert(Bucket { slot, hash });
                     created = true;
                     None
                 }
@@ -447,7 +450,7 @@ impl FlowTable {
             None if created => {
                 let slot = self.new_flow(key, from_lo, p);
                 debug_assert_eq!(self.find(hash, &key), Some(slot));
-                self.stats.peak = self.stats.peak.max(self.map.len() as u64);
+                self.stats.peak = self.stats.peak.max(self.live as u64);
                 slot
             }
             Some(slot) if pure_syn && self.is_closed(slot) => {
@@ -521,6 +524,9 @@ impl FlowTable {
     /// Ends at most `max` of the flows still alive (in [`FlowTable::shutdown`]'s order), so a
     /// caller can drain the ended flows in bounded batches; returns whether any remain.
     pub fn shutdown_some(&mut self, max: usize) -> bool {
+        // No lookup follows the end of input: dropping the index at once spares a random
+        // probe per flow (a million of them after a flood).
+        self.map.clear();
         let mut n = 0;
         for class in 0..CLASSES {
             while self.heads[class] != NIL {
@@ -546,23 +552,28 @@ impl FlowTable {
     }
 
     /// The slot of the flow with `key` (whose hash is `hash`).
-    fn find(&self, hash: u64, key: &FlowKey) -> Option<u32> {
+    fn find(&self, hash: u32, key: &FlowKey) -> Option<u32> {
         let slab = &self.slab;
         self.map
-            .find(hash, |&s| key_of(slab, s) == Some(key))
-            .copied()
+            .find(widen(hash), |b| {
+                b.hash == hash && key_of(slab, b.slot) == Some(key)
+            })
+            .map(|b| b.slot)
     }
 
-    fn insert(&mut self, hash: u64, key: FlowKey, from_lo: bool, p: &PacketSummary) -> u32 {
-        if self.map.len() >= self.cfg.max_flows.max(1) {
+    /// The 32 bits of a key's hash the table keeps (see [`widen`]).
+    fn hash(&self, key: &FlowKey) -> u32 {
+        self.hasher.hash_one(key) as u32
+    }
+
+    fn insert(&mut self, hash: u32, key: FlowKey, from_lo: bool, p: &PacketSummary) -> u32 {
+        if self.live >= self.cfg.max_flows.max(1) {
             self.evict_longest_idle();
         }
         let slot = self.new_flow(key, from_lo, p);
-        let (slab, hasher) = (&self.slab, &self.hasher);
-        self.map.insert_unique(hash, slot, |&s| {
-            key_of(slab, s).map_or(0, |k| hasher.hash_one(k))
-        });
-        self.stats.peak = self.stats.peak.max(self.map.len() as u64);
+        self.map
+            .insert_unique(widen(hash), Bucket { slot, hash }, |b| widen(b.hash));
+        self.stats.peak = self.stats.peak.max(self.live as u64);
         slot
     }
 
@@ -574,6 +585,7 @@ impl FlowTable {
             && p.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK | tcp_flags::RST)
                 == tcp_flags::SYN | tcp_flags::ACK;
         self.next_id += 1;
+        self.live += 1;
         self.stats.created += 1;
         let flow = Flow {
             key,
@@ -623,9 +635,12 @@ impl FlowTable {
     fn remove(&mut self, slot: u32, reason: EndReason) {
         self.unlink(slot);
         if let Some(flow) = self.slab.get_mut(slot as usize).and_then(Option::take) {
-            let hash = self.hasher.hash_one(flow.key);
-            if let Ok(e) = self.map.find_entry(hash, |&s| s == slot) {
-                e.remove();
+            self.live -= 1;
+            if !self.map.is_empty() {
+                let hash = self.hash(&flow.key);
+                if let Ok(e) = self.map.find_entry(widen(hash), |b| b.slot == slot) {
+                    e.remove();
+                }
             }
             self.free.push(slot);
             let reason = match (reason, flow.close_reason) {
@@ -701,6 +716,21 @@ struct Node {
     activity: Timestamp,
     prev: u32,
     next: u32,
+}
+
+/// A hash-table entry: the flow's slot and 32 bits of its key's hash, kept so that growing the
+/// table never reads the slab (a million random reads in a flood) and most mismatches are
+/// settled without touching the flow.
+#[derive(Clone, Copy, Debug)]
+struct Bucket {
+    slot: u32,
+    hash: u32,
+}
+
+/// The table's 64-bit hash from the kept 32 bits: hashbrown takes its 7-bit tag from the top
+/// and the bucket index from the bottom, both from the key's hash this way.
+fn widen(h: u32) -> u64 {
+    (u64::from(h) << 32) | u64::from(h)
 }
 
 /// The key of the flow in `slot`, if any.
