@@ -355,9 +355,10 @@ pub fn summary(files: &[String], r: &ReadReport) -> String {
         .collect();
     let _ = writeln!(
         s,
-        "  alerts: {} suppressed: {} [{}]",
+        "  alerts: {} suppressed: {} matched: {} [{}]",
         r.engine.alerts(),
         r.engine.suppressed(),
+        r.engine.matched(),
         per_rule.join(", ")
     );
     if !r.input_errors.is_empty() {

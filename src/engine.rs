@@ -24,6 +24,8 @@ use crate::time::{Duration, Timestamp};
 /// Per-rule counters.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RuleCounts {
+    /// Matches (each one either written or suppressed: `matched == alerts + suppressed`).
+    pub matched: u64,
     /// Alerts written.
     pub alerts: u64,
     /// Matches held back by the rule's limit.
@@ -62,6 +64,11 @@ impl EngineStats {
     /// Matches suppressed, all rules.
     pub fn suppressed(&self) -> u64 {
         self.rules.iter().map(|(_, c)| c.suppressed).sum()
+    }
+
+    /// Matches, all rules.
+    pub fn matched(&self) -> u64 {
+        self.rules.iter().map(|(_, c)| c.matched).sum()
     }
 }
 
@@ -355,6 +362,7 @@ impl Engine {
                     None => continue,
                 },
             };
+            self.counts[m.rule].matched += 1;
             let suppressed = match &rule.limit {
                 None => 0,
                 Some(limit) => {

@@ -25,8 +25,8 @@ pub struct HostTalk {
 pub struct Report {
     pub hosts: Vec<HostTalk>,
     pub policy: Option<PolicyCounts>,
-    /// (rule, alerts, suppressed).
-    pub alerts: Vec<(String, u64, u64)>,
+    /// (rule, alerts, suppressed, matched).
+    pub alerts: Vec<(String, u64, u64, u64)>,
 }
 
 impl Report {
@@ -57,7 +57,7 @@ impl Report {
                 .engine
                 .rules
                 .iter()
-                .map(|(id, c)| (id.clone(), c.alerts, c.suppressed))
+                .map(|(id, c)| (id.clone(), c.alerts, c.suppressed, c.matched))
                 .collect(),
         }
     }
@@ -96,7 +96,7 @@ impl Report {
             let _ = writeln!(s, "  unwatched {:>10}", p.unwatched);
         }
         let _ = writeln!(s, "\nAlerts by rule:");
-        for (id, n, sup) in &self.alerts {
+        for (id, n, sup, _) in &self.alerts {
             let _ = writeln!(s, "  {id:<32} {n:>10} alerts {sup:>8} suppressed");
         }
         s
@@ -124,7 +124,9 @@ impl Report {
         let alerts: Vec<Value> = self
             .alerts
             .iter()
-            .map(|(id, n, sup)| json!({"rule": id, "alerts": n, "suppressed": sup}))
+            .map(
+                |(id, n, sup, m)| json!({"rule": id, "alerts": n, "suppressed": sup, "matched": m}),
+            )
             .collect();
         let mut out = serde_json::to_string_pretty(&json!({
             "inside_hosts": hosts,

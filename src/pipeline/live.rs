@@ -97,10 +97,11 @@ impl Stats {
             .iter()
             .map(|(id, r)| {
                 format!(
-                    "{}:{{\"alerts\":{},\"suppressed\":{}}}",
+                    "{}:{{\"alerts\":{},\"suppressed\":{},\"matched\":{}}}",
                     serde_json::Value::String(id.clone()),
                     r.alerts,
-                    r.suppressed
+                    r.suppressed,
+                    r.matched
                 )
             })
             .collect();
