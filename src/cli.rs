@@ -107,6 +107,10 @@ pub struct LiveArgs {
     /// Kernel capture buffer in MiB (default: libpcap's).
     #[arg(long, value_name = "MiB", value_parser = clap::value_parser!(u32).range(1..=2047))]
     pub buffer_size: Option<u32>,
+    /// Capture and engine pairs: the kernel splits packets among them by flow (PACKET_FANOUT
+    /// hash, as Suricata's cluster_flow), each tracks its own flows, alerts go to one output.
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub workers: u16,
     /// After opening the capture and the alert output, switch to this user.
     #[arg(long, value_name = "USER")]
     pub user: Option<String>,
@@ -431,14 +435,26 @@ fn live(args: LiveArgs) -> u8 {
         buffer_bytes: args.buffer_size.map(|m| (m as i32) << 20),
         timeout_ms: 100,
     };
-    // Open everything that needs privileges first: the capture, then the output.
-    let src = match LiveSource::open(&cfg) {
-        Ok(s) => s,
-        Err(e) => {
-            eprint_err(e);
-            return EXIT_ERROR;
+    // Open everything that needs privileges first: the captures, then the outputs.
+    let mut srcs = Vec::new();
+    // One fanout group per process (the kernel's group ids are per network namespace).
+    let group = (std::process::id() & 0xffff) as u16;
+    for i in 0..args.workers {
+        let opened = LiveSource::open(&cfg).and_then(|mut s| {
+            if args.workers > 1 {
+                s.join_fanout(group, i > 0)?;
+            }
+            Ok(s)
+        });
+        match opened {
+            Ok(s) => srcs.push(s),
+            Err(e) => {
+                eprint_err(e);
+                return EXIT_ERROR;
+            }
         }
-    };
+    }
+    let src = &srcs[0];
     if !crate::decode::linktype::is_supported(src.linktype()) {
         eprint_err(format_args!(
             "{}: unsupported link type {} ({})",
@@ -498,18 +514,34 @@ fn live(args: LiveArgs) -> u8 {
         FormatArg::Json => Format::Json,
         FormatArg::Text => Format::Text,
     };
-    let mut engine = Engine::new(rules, AlertWriter::new(format, out));
-    engine.set_interface(&args.interface);
-    if let Some(o) = flows_out {
-        engine.set_flow_output(o);
-    }
+    let n = srcs.len();
+    let mut outs = out.share(n).into_iter();
+    let mut flow_outs = flows_out.map(|o| o.share(n).into_iter());
+    let linktype = src.linktype();
+    let workers: Vec<live::Worker> = srcs
+        .into_iter()
+        .map(|src| {
+            let out = outs.next().expect("one output per worker");
+            let mut engine = Engine::new(rules.clone(), AlertWriter::new(format, out));
+            engine.set_interface(&args.interface);
+            if let Some(o) = flow_outs.as_mut().and_then(Iterator::next) {
+                engine.set_flow_output(o);
+            }
+            live::Worker { src, engine }
+        })
+        .collect();
     let _ = writeln!(
         io::stderr(),
-        "exfilwatch: capturing on {} (link type {}, snaplen {}{}){}",
+        "exfilwatch: capturing on {} (link type {}, snaplen {}{}{}){}",
         args.interface,
-        src.linktype(),
+        linktype,
         args.snaplen,
         if cfg.promisc { ", promiscuous" } else { "" },
+        if n > 1 {
+            format!(", {n} workers in fanout group {group}")
+        } else {
+            String::new()
+        },
         user.as_ref()
             .map(|u| format!(" as {} (uid {})", u.name, u.uid))
             .unwrap_or_default()
@@ -518,6 +550,7 @@ fn live(args: LiveArgs) -> u8 {
     // blocks (a pipe nobody reads), draining could wait forever; after a grace period we
     // report that and exit anyway.
     let stop = Arc::clone(&ctl.stop);
+    let ctl_view = ctl.clone();
     let (done_tx, done_rx) = crossbeam_channel::bounded(1);
     let stats_every = args.stats_interval;
     let updates = args.flows.as_ref().map(|_| args.flow_update_interval);
@@ -525,8 +558,7 @@ fn live(args: LiveArgs) -> u8 {
         .name("exfilwatch-live".into())
         .spawn(move || {
             let report = live::run(
-                src,
-                engine,
+                workers,
                 ctl,
                 stats_every,
                 updates,
@@ -559,6 +591,18 @@ fn live(args: LiveArgs) -> u8 {
                     "stopping: the alert output is blocked (nobody reads it?); exiting without \
                      the last alerts and stats",
                 );
+                // The engines are stuck writing; the capture side still has its counts.
+                if let Some(c) = ctl_view.capture_totals() {
+                    eprint_err(format_args!(
+                        "capture at exit: packets={} kernel_received={} kernel_drops={} \
+                         if_drops={} channel_drops={} (dropped while the output was blocked)",
+                        c.packets,
+                        c.kernel.received,
+                        c.kernel.dropped,
+                        c.kernel.if_dropped,
+                        c.channel_drops
+                    ));
+                }
                 return EXIT_ERROR;
             }
         }

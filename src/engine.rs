@@ -70,6 +70,26 @@ impl EngineStats {
     pub fn matched(&self) -> u64 {
         self.rules.iter().map(|(_, c)| c.matched).sum()
     }
+
+    /// Adds another engine's counters (live workers running the same rules). Peaks add up:
+    /// the sum bounds the flows alive at once.
+    pub fn merge(&mut self, o: &EngineStats) {
+        self.packets += o.packets;
+        self.flows.merge(&o.flows);
+        for (a, b) in self.ended.iter_mut().zip(&o.ended) {
+            a.1 += b.1;
+        }
+        for ((_, a), (_, b)) in self.rules.iter_mut().zip(&o.rules) {
+            a.matched += b.matched;
+            a.alerts += b.alerts;
+            a.suppressed += b.suppressed;
+        }
+        if let (Some(a), Some(b)) = (self.policy.as_mut(), &o.policy) {
+            a.allowed += b.allowed;
+            a.denied += b.denied;
+            a.unwatched += b.unwatched;
+        }
+    }
 }
 
 /// Bytes one inside host sent to one outside peer, for the report.

@@ -171,6 +171,9 @@ pub enum LiveRead<'a> {
     Frame(Frame<'a>),
     /// The read timeout passed with no packet.
     Timeout,
+    /// A packet that arrived before this socket joined its fanout group (another worker has
+    /// it); counted, not returned.
+    Skipped,
 }
 
 /// Counters libpcap keeps for a live capture (cumulative since it started).
@@ -195,6 +198,9 @@ pub struct LiveSource {
     /// The last read found no packet: wait on the socket before the next.
     idle: bool,
     timeout_ms: i32,
+    /// Packets stamped before this are skipped (see [`LiveSource::join_fanout`]).
+    skip_before: Option<Timestamp>,
+    skipped: u64,
 }
 
 fn live_err(iface: &str, e: impl std::fmt::Display) -> CaptureError {
@@ -255,6 +261,8 @@ impl LiveSource {
             nano,
             idle: false,
             timeout_ms: cfg.timeout_ms,
+            skip_before: None,
+            skipped: 0,
         })
     }
 
@@ -287,8 +295,13 @@ impl LiveSource {
                 let (sec, frac) = (p.header.ts.tv_sec as i64, p.header.ts.tv_usec as i64);
                 // The activation fell back to microseconds if nanoseconds were refused.
                 let nanos = if self.nano { frac } else { frac * 1000 };
+                let ts = Timestamp::from_parts(sec, nanos);
+                if self.skip_before.is_some_and(|t| ts < t) {
+                    self.skipped += 1;
+                    return Ok(LiveRead::Skipped);
+                }
                 Ok(LiveRead::Frame(Frame {
-                    ts: Timestamp::from_parts(sec, nanos),
+                    ts,
                     linktype: self.linktype,
                     orig_len: p.header.len,
                     data: p.data,
@@ -306,6 +319,70 @@ impl LiveSource {
                 message: e.to_string(),
             }),
         }
+    }
+
+    /// Joins the kernel's `PACKET_FANOUT` group `group` (created by the first to join): the
+    /// kernel then hands each packet to one socket of the group, chosen by a symmetric hash of
+    /// its flow (IP fragments reassembled for hashing), so each worker sees whole flows, both
+    /// directions. This is what Suricata's `cluster_flow` and Zeek's AF_PACKET workers use.
+    ///
+    /// Before joining, the socket received every packet (as did the group's members): with
+    /// `skip_earlier`, packets stamped before the join are skipped (and counted), so a packet
+    /// is not seen by two workers. The first worker keeps them: until a second one joins, it
+    /// alone receives everything.
+    pub fn join_fanout(&mut self, group: u16, skip_earlier: bool) -> Result<(), CaptureError> {
+        #[cfg(target_os = "linux")]
+        {
+            const SOL_PACKET: libc::c_int = 263;
+            const PACKET_FANOUT: libc::c_int = 18;
+            const PACKET_FANOUT_HASH: u32 = 0;
+            const PACKET_FANOUT_FLAG_DEFRAG: u32 = 0x8000;
+            let arg: u32 =
+                u32::from(group) | ((PACKET_FANOUT_HASH | PACKET_FANOUT_FLAG_DEFRAG) << 16);
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&self.cap);
+            // SAFETY: a valid socket descriptor and a 4-byte option value, as the kernel expects.
+            let rc = unsafe {
+                libc::setsockopt(
+                    fd,
+                    SOL_PACKET,
+                    PACKET_FANOUT,
+                    (&arg as *const u32).cast(),
+                    std::mem::size_of::<u32>() as libc::socklen_t,
+                )
+            };
+            if rc != 0 {
+                return Err(live_err(
+                    &self.name,
+                    format_args!(
+                        "joining PACKET_FANOUT group {group}: {}",
+                        std::io::Error::last_os_error()
+                    ),
+                ));
+            }
+            if skip_earlier {
+                let d = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default();
+                self.skip_before = Some(Timestamp::from_parts(
+                    d.as_secs() as i64,
+                    i64::from(d.subsec_nanos()),
+                ));
+            }
+            Ok(())
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = (group, skip_earlier);
+            Err(live_err(
+                &self.name,
+                "worker fanout needs Linux (PACKET_FANOUT)",
+            ))
+        }
+    }
+
+    /// Packets skipped because they arrived before the fanout join.
+    pub fn skipped(&self) -> u64 {
+        self.skipped
     }
 
     /// libpcap's counters; call on an interval, never per packet.

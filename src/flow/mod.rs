@@ -230,6 +230,28 @@ pub struct FlowStats {
     pub orphan_fragments: u64,
 }
 
+impl FlowStats {
+    /// Adds another table's counters.
+    pub fn merge(&mut self, o: &FlowStats) {
+        let FlowStats {
+            created,
+            expired,
+            evicted,
+            reused,
+            closed,
+            peak,
+            orphan_fragments,
+        } = o;
+        self.created += created;
+        self.expired += expired;
+        self.evicted += evicted;
+        self.reused += reused;
+        self.closed += closed;
+        self.peak += peak;
+        self.orphan_fragments += orphan_fragments;
+    }
+}
+
 /// What [`FlowTable::track`] did with a packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Tracked {

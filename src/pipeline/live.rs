@@ -38,6 +38,23 @@ pub struct Control {
     pub stop: Arc<AtomicBool>,
     /// Reopen the alert file by path.
     pub reopen: Arc<AtomicBool>,
+    /// The capture threads' counters, once running (readable even when the engines are
+    /// stuck on a blocked output).
+    capture: Arc<std::sync::OnceLock<Arc<Vec<Mutex<CaptureCounters>>>>>,
+}
+
+impl Control {
+    /// What the capture threads counted so far, summed; `None` before the run started.
+    pub fn capture_totals(&self) -> Option<CaptureCounters> {
+        let all = self.capture.get()?;
+        let mut sum = CaptureCounters::default();
+        for c in all.iter() {
+            if let Ok(c) = c.lock() {
+                sum.merge(&c);
+            }
+        }
+        Some(sum)
+    }
 }
 
 /// What the capture side counted (cumulative).
@@ -48,7 +65,23 @@ pub struct CaptureCounters {
     pub kernel: KernelStats,
     /// Packets dropped because the channel to the engine was full.
     pub channel_drops: u64,
+    /// Packets a worker skipped because they arrived before it joined the fanout group.
+    pub fanout_skipped: u64,
     pub decode: DecodeStats,
+}
+
+impl CaptureCounters {
+    /// Adds `o` (another worker's counters).
+    pub fn merge(&mut self, o: &CaptureCounters) {
+        self.packets += o.packets;
+        self.bytes += o.bytes;
+        self.kernel.received += o.kernel.received;
+        self.kernel.dropped += o.kernel.dropped;
+        self.kernel.if_dropped += o.kernel.if_dropped;
+        self.channel_drops += o.channel_drops;
+        self.fanout_skipped += o.fanout_skipped;
+        self.decode.merge(&o.decode);
+    }
 }
 
 /// A statistics snapshot, as printed and as written to the alert stream.
@@ -60,6 +93,8 @@ pub struct Stats {
     pub capture: CaptureCounters,
     pub engine: EngineStats,
     pub flows_alive: usize,
+    /// Packets captured by each worker (empty with one).
+    pub workers: Vec<u64>,
 }
 
 impl Stats {
@@ -67,7 +102,7 @@ impl Stats {
     pub fn text(&self) -> String {
         let c = &self.capture;
         format!(
-            "exfilwatch stats: uptime={}s packets={} bytes={} kernel_received={} kernel_drops={} if_drops={} channel_drops={} flows_alive={} flows_created={} alerts={} suppressed={}",
+            "exfilwatch stats: uptime={}s packets={} bytes={} kernel_received={} kernel_drops={} if_drops={} channel_drops={} processed={} flows_alive={} flows_created={} alerts={} suppressed={}",
             self.uptime.as_secs(),
             c.packets,
             c.bytes,
@@ -75,10 +110,24 @@ impl Stats {
             c.kernel.dropped,
             c.kernel.if_dropped,
             c.channel_drops,
+            self.engine.packets,
             self.flows_alive,
             self.engine.flows.created,
             self.engine.alerts(),
             self.engine.suppressed(),
+        ) + &self.workers_text()
+    }
+
+    /// ` workers=P0/P1/… fanout_skipped=N` with several workers, else nothing.
+    fn workers_text(&self) -> String {
+        if self.workers.is_empty() {
+            return String::new();
+        }
+        let per: Vec<String> = self.workers.iter().map(u64::to_string).collect();
+        format!(
+            " workers={} fanout_skipped={}",
+            per.join("/"),
+            self.capture.fanout_skipped
         )
     }
 
@@ -107,7 +156,7 @@ impl Stats {
             .collect();
         let f = &self.engine.flows;
         format!(
-            "{{\"timestamp\":\"{}\",\"event_type\":\"stats\",\"stats\":{{\"uptime\":{},\"capture\":{{\"packets\":{},\"bytes\":{},\"kernel_received\":{},\"kernel_drops\":{},\"if_drops\":{},\"channel_drops\":{}}},\"decoder\":{{{}}},\"flow\":{{\"alive\":{},\"created\":{},\"expired\":{},\"evicted\":{},\"closed\":{},\"peak\":{},\"orphan_fragments\":{}}},\"alerts\":{{\"written\":{},\"suppressed\":{},\"rules\":{{{}}}}}}}}}\n",
+            "{{\"timestamp\":\"{}\",\"event_type\":\"stats\",\"stats\":{{\"uptime\":{},\"capture\":{{\"packets\":{},\"bytes\":{},\"kernel_received\":{},\"kernel_drops\":{},\"if_drops\":{},\"channel_drops\":{},\"processed\":{}{}}},\"decoder\":{{{}}},\"flow\":{{\"alive\":{},\"created\":{},\"expired\":{},\"evicted\":{},\"closed\":{},\"peak\":{},\"orphan_fragments\":{}}},\"alerts\":{{\"written\":{},\"suppressed\":{},\"rules\":{{{}}}}}}}}}\n",
             self.time,
             self.uptime.as_secs(),
             c.packets,
@@ -116,6 +165,20 @@ impl Stats {
             c.kernel.dropped,
             c.kernel.if_dropped,
             c.channel_drops,
+            self.engine.packets,
+            if self.workers.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ",\"fanout_skipped\":{},\"workers\":[{}]",
+                    c.fanout_skipped,
+                    self.workers
+                        .iter()
+                        .map(u64::to_string)
+                        .collect::<Vec<_>>()
+                        .join(",")
+                )
+            },
             decoder.join(","),
             self.flows_alive,
             f.created,
@@ -150,95 +213,168 @@ pub fn wall_clock() -> Timestamp {
     Timestamp::from_parts(d.as_secs() as i64, i64::from(d.subsec_nanos()))
 }
 
-/// Runs until the stop flag is set or capture fails. `stats_every` is the statistics interval;
-/// `flow_updates`, when set, how often flows alive longer than it get an update record;
-/// `on_stats` sees each snapshot (periodic and final) for standard error; in JSON format the
+/// Each engine's latest counters and flows alive, published for the snapshots.
+type Published = Vec<Mutex<Option<(EngineStats, usize)>>>;
+
+/// One capture source and the engine that owns its flows.
+pub struct Worker {
+    pub src: LiveSource,
+    pub engine: Engine,
+}
+
+/// Runs until the stop flag is set or capture fails. Each worker is a capture thread and an
+/// engine thread joined by their own bounded channel (one worker, or several sharing a fanout
+/// group and one output). `stats_every` is the statistics interval; `flow_updates`, when set,
+/// how often flows alive longer than it get an update record; `on_stats` sees each snapshot
+/// (periodic and final, summed over workers) for standard error; in JSON format the first
 /// engine also writes it to the alert stream.
 pub fn run(
-    src: LiveSource,
-    mut engine: Engine,
+    workers: Vec<Worker>,
     ctl: Control,
     stats_every: Duration,
     flow_updates: Option<Duration>,
-    on_stats: impl Fn(&Stats) + Send + 'static,
-    on_error: impl Fn(&str) + Send + 'static,
+    on_stats: impl Fn(&Stats) + Send + Sync + 'static,
+    on_error: impl Fn(&str) + Send + Sync + 'static,
 ) -> LiveReport {
     let started = Instant::now();
-    let (tx, rx) = bounded::<Msg>(CHANNEL_BATCHES);
-    let (recycle_tx, recycle_rx) = bounded::<Vec<PacketSummary>>(CHANNEL_BATCHES);
-    let counters = Arc::new(Mutex::new(CaptureCounters::default()));
-
-    let cap_counters = Arc::clone(&counters);
-    let cap_stop = Arc::clone(&ctl.stop);
-    let capture = thread::Builder::new()
-        .name("exfilwatch-capture".into())
-        .spawn(move || capture_loop(src, &tx, &recycle_rx, &cap_stop, &cap_counters))
-        .expect("spawning the capture thread");
-
-    let eng_counters = Arc::clone(&counters);
-    let engine_thread = thread::Builder::new()
-        .name("exfilwatch-engine".into())
-        .spawn(move || {
-            let snapshot = |engine: &Engine| Stats {
-                time: wall_clock(),
-                uptime: started.elapsed(),
-                capture: eng_counters.lock().map(|c| c.clone()).unwrap_or_default(),
-                engine: engine.stats(),
-                flows_alive: engine.flows_alive(),
-            };
-            let mut emit = |engine: &mut Engine| -> io::Result<()> {
-                let s = snapshot(engine);
-                on_stats(&s);
-                if engine.format() == Format::Json {
-                    engine.write_record(s.json().as_bytes())?;
-                }
-                engine.flush()
-            };
-            let result = engine_loop(
-                &mut engine,
-                &rx,
-                &recycle_tx,
-                &ctl,
-                (stats_every, flow_updates),
-                &mut emit,
-                &on_error,
-            );
-            if result.is_err() {
-                // Stop the capture: nothing more can be written.
-                ctl.stop.store(true, Ordering::SeqCst);
+    let n = workers.len();
+    let counters: Arc<Vec<Mutex<CaptureCounters>>> =
+        Arc::new((0..n).map(|_| Mutex::default()).collect());
+    let _ = ctl.capture.set(Arc::clone(&counters));
+    // Each engine's latest counters, for the snapshots the first engine prints.
+    let published: Arc<Published> = Arc::new((0..n).map(|_| Mutex::default()).collect());
+    let on_stats = Arc::new(on_stats);
+    let on_error = Arc::new(on_error);
+    let mut captures = Vec::new();
+    let mut engines = Vec::new();
+    for (i, Worker { src, mut engine }) in workers.into_iter().enumerate() {
+        let (tx, rx) = bounded::<Msg>(CHANNEL_BATCHES);
+        let (recycle_tx, recycle_rx) = bounded::<Vec<PacketSummary>>(CHANNEL_BATCHES);
+        let cap_counters = Arc::clone(&counters);
+        let cap_stop = Arc::clone(&ctl.stop);
+        let suffix = if n > 1 {
+            format!("-{i}")
+        } else {
+            String::new()
+        };
+        captures.push(
+            thread::Builder::new()
+                .name(format!("exfilwatch-capture{suffix}"))
+                .spawn(move || capture_loop(src, &tx, &recycle_rx, &cap_stop, &cap_counters[i]))
+                .expect("spawning a capture thread"),
+        );
+        let (counters, published) = (Arc::clone(&counters), Arc::clone(&published));
+        let (on_stats, on_error) = (Arc::clone(&on_stats), Arc::clone(&on_error));
+        let ctl = ctl.clone();
+        engines.push(
+            thread::Builder::new()
+                .name(format!("exfilwatch-engine{suffix}"))
+                .spawn(move || {
+                    let mut emit = |engine: &mut Engine| -> io::Result<()> {
+                        if let Ok(mut p) = published[i].lock() {
+                            *p = Some((engine.stats(), engine.flows_alive()));
+                        }
+                        if i != 0 {
+                            return Ok(());
+                        }
+                        let s = snapshot(started, &counters, &published);
+                        on_stats(&s);
+                        if engine.format() == Format::Json {
+                            engine.write_record(s.json().as_bytes())?;
+                        }
+                        engine.flush()
+                    };
+                    let result = engine_loop(
+                        &mut engine,
+                        &rx,
+                        &recycle_tx,
+                        &ctl,
+                        (stats_every, flow_updates),
+                        &mut emit,
+                        &*on_error,
+                    );
+                    if result.is_err() {
+                        // Stop every capture: nothing more can be written.
+                        ctl.stop.store(true, Ordering::SeqCst);
+                    }
+                    drop(rx);
+                    let result = result.and_then(|()| engine.finish());
+                    if let Ok(mut p) = published[i].lock() {
+                        *p = Some((engine.stats(), engine.flows_alive()));
+                    }
+                    (engine, result)
+                })
+                .expect("spawning an engine thread"),
+        );
+    }
+    let mut capture_error = None;
+    for c in captures {
+        match c.join() {
+            Ok(e) => capture_error = capture_error.or(e),
+            Err(p) => std::panic::resume_unwind(p),
+        }
+    }
+    let mut first = None;
+    let mut output_error = None;
+    for e in engines {
+        match e.join() {
+            Ok((engine, result)) => {
+                output_error = output_error.or(result.err());
+                first.get_or_insert(engine);
             }
-            drop(rx);
-            let result = result.and_then(|()| engine.finish());
-            (engine, result)
-        })
-        .expect("spawning the engine thread");
-
-    let capture_error = match capture.join() {
-        Ok(e) => e,
-        Err(p) => std::panic::resume_unwind(p),
-    };
-    let (mut engine, result) = match engine_thread.join() {
-        Ok(v) => v,
-        Err(p) => std::panic::resume_unwind(p),
-    };
-    let stats = Stats {
-        time: wall_clock(),
-        uptime: started.elapsed(),
-        capture: counters.lock().map(|c| c.clone()).unwrap_or_default(),
-        engine: engine.stats(),
-        flows_alive: engine.flows_alive(),
-    };
-    let mut output_error = result.err();
-    if output_error.is_none() && engine.format() == Format::Json {
-        output_error = engine
-            .write_record(stats.json().as_bytes())
-            .and_then(|()| engine.flush())
-            .err();
+            Err(p) => std::panic::resume_unwind(p),
+        }
+    }
+    let stats = snapshot(started, &counters, &published);
+    if let Some(engine) = first.as_mut() {
+        if output_error.is_none() && engine.format() == Format::Json {
+            output_error = engine
+                .write_record(stats.json().as_bytes())
+                .and_then(|()| engine.flush())
+                .err();
+        }
     }
     LiveReport {
         stats,
         capture_error,
         output_error,
+    }
+}
+
+/// The counters of every worker, summed (and the packets of each, with several).
+fn snapshot(started: Instant, counters: &[Mutex<CaptureCounters>], published: &Published) -> Stats {
+    let mut capture = CaptureCounters::default();
+    let mut workers = Vec::new();
+    for c in counters {
+        if let Ok(c) = c.lock() {
+            capture.merge(&c);
+            workers.push(c.packets);
+        }
+    }
+    let mut engine: Option<EngineStats> = None;
+    let mut flows_alive = 0;
+    for p in published {
+        if let Ok(p) = p.lock() {
+            if let Some((e, alive)) = &*p {
+                flows_alive += alive;
+                match engine.as_mut() {
+                    Some(sum) => sum.merge(e),
+                    None => engine = Some(e.clone()),
+                }
+            }
+        }
+    }
+    Stats {
+        time: wall_clock(),
+        uptime: started.elapsed(),
+        capture,
+        engine: engine.unwrap_or_default(),
+        flows_alive,
+        workers: if workers.len() > 1 {
+            workers
+        } else {
+            Vec::new()
+        },
     }
 }
 
@@ -337,13 +473,18 @@ fn capture_loop(
             }
             // Nothing more waiting: hand over what we have now rather than after the wait.
             Ok(LiveRead::Timeout) => idle = true,
+            Ok(LiveRead::Skipped) => c.fanout_skipped = src.skipped(),
             Err(e) => {
                 error = Some(e);
                 break;
             }
         }
+        // Idle: hand over now, unless the engine still has batches waiting (then a fuller
+        // batch costs it less and keeps the channel's room for a burst).
         if !batch.is_empty()
-            && (idle || batch.len() >= BATCH || batch_started.elapsed() >= BATCH_LINGER)
+            && ((idle && tx.is_empty())
+                || batch.len() >= BATCH
+                || batch_started.elapsed() >= BATCH_LINGER)
         {
             match tx.try_send(Msg::Batch(std::mem::replace(&mut batch, new_batch()))) {
                 Ok(()) => {}
