@@ -7,6 +7,9 @@
 //!   the internet (a few thousand egress flows).
 //! - [`syn_flood`]: `n` SYNs from distinct sources to 10.0.1.20:11434, each a new flow that the
 //!   default `ai-port-syn` rule matches.
+//!
+//! Each has a `_with` form that hands the frames to a callback instead of a pcap file (the
+//! criterion micro-benchmarks keep them in memory).
 
 #![allow(dead_code)]
 
@@ -164,9 +167,20 @@ fn frame(buf: &mut Vec<u8>, f: &FlowSpec, reverse: bool, flags: u8, payload: usi
 
 /// Writes the SPAN-like mix; returns the number of packets written.
 pub fn span_mix(path: &Path, packets: u64) -> io::Result<u64> {
+    let mut w = PcapWriter::create(path)?;
+    span_mix_with(packets, |ts_us, frame| w.packet(ts_us, frame))?;
+    w.w.flush()?;
+    Ok(packets)
+}
+
+/// The SPAN-like mix in memory: calls `emit(timestamp in µs, Ethernet frame)` for each packet,
+/// in order (what [`span_mix`] writes).
+pub fn span_mix_with(
+    packets: u64,
+    mut emit: impl FnMut(u64, &[u8]) -> io::Result<()>,
+) -> io::Result<()> {
     const ACTIVE: usize = 25_000;
     let mut rng = Rng::new(0x5eed_0001);
-    let mut w = PcapWriter::create(path)?;
     let mut serial = 0u64;
     let mut flows: Vec<FlowSpec> = (0..ACTIVE)
         .map(|_| {
@@ -206,7 +220,7 @@ pub fn span_mix(path: &Path, packets: u64) -> io::Result<u64> {
             }
         };
         frame(&mut buf, &f, rev, flags, len);
-        w.packet(ts, &buf)?;
+        emit(ts, &buf)?;
         if done {
             serial += 1;
             flows[i] = new_flow(&mut rng, serial);
@@ -214,13 +228,22 @@ pub fn span_mix(path: &Path, packets: u64) -> io::Result<u64> {
             flows[i].step += 1;
         }
     }
-    w.w.flush()?;
-    Ok(packets)
+    Ok(())
 }
 
 /// Writes `n` SYNs, each from a new source to 10.0.1.20:11434.
 pub fn syn_flood(path: &Path, n: u64) -> io::Result<u64> {
     let mut w = PcapWriter::create(path)?;
+    syn_flood_with(n, |ts_us, frame| w.packet(ts_us, frame))?;
+    w.w.flush()?;
+    Ok(n)
+}
+
+/// The SYN flood in memory: calls `emit(timestamp in µs, Ethernet frame)` for each SYN.
+pub fn syn_flood_with(
+    n: u64,
+    mut emit: impl FnMut(u64, &[u8]) -> io::Result<()>,
+) -> io::Result<()> {
     let mut buf = Vec::with_capacity(64);
     let mut ts = 1_764_072_000_000_000u64;
     for i in 0..n {
@@ -241,8 +264,7 @@ pub fn syn_flood(path: &Path, n: u64) -> io::Result<u64> {
             data: 0,
         };
         frame(&mut buf, &f, false, 0x02, 0);
-        w.packet(ts, &buf)?;
+        emit(ts, &buf)?;
     }
-    w.w.flush()?;
-    Ok(n)
+    Ok(())
 }
