@@ -101,6 +101,8 @@ pub struct Fragments {
     rules: std::collections::HashMap<Box<str>, Box<[u8]>, foldhash::fast::RandomState>,
     /// The last file name and its `,"pcap_filename":NAME,"pcap_cnt":`.
     file: (Box<str>, Vec<u8>),
+    /// The last second written and its `YYYY-MM-DDTHH:MM:SS.` (alerts come in time order).
+    second: Option<(i64, [u8; 20])>,
 }
 
 impl Fragments {
@@ -116,6 +118,36 @@ impl Fragments {
             self.rules.insert(r.id.as_str().into(), w.into());
         }
         Ok(self.rules.get(r.id.as_str()).map_or(&[], |v| v))
+    }
+
+    /// Writes `t` as RFC 3339 with microseconds, the date and time of day from the cache.
+    fn ts(&mut self, w: &mut Vec<u8>, t: Timestamp) {
+        let secs = t.secs();
+        let head = match self.second {
+            Some((s, head)) if s == secs => head,
+            _ => {
+                let mut buf = [0u8; 40];
+                let n = t.write_rfc3339(&mut buf);
+                if n != 27 {
+                    // Not the four-digit-year form: no caching.
+                    w.extend_from_slice(&buf[..n]);
+                    return;
+                }
+                let mut head = [0u8; 20];
+                head.copy_from_slice(&buf[..20]);
+                self.second = Some((secs, head));
+                head
+            }
+        };
+        w.extend_from_slice(&head);
+        let mut micros = t.subsec_nanos() / 1000;
+        let mut digits = [b'0'; 7];
+        for d in digits[..6].iter_mut().rev() {
+            *d = b'0' + (micros % 10) as u8;
+            micros /= 10;
+        }
+        digits[6] = b'Z';
+        w.extend_from_slice(&digits);
     }
 
     fn file(&mut self, name: &str) -> io::Result<&[u8]> {
@@ -216,7 +248,7 @@ pub fn json_line(w: &mut Vec<u8>, a: &Alert<'_>) -> io::Result<()> {
 /// [`json_line`] with the rule's and the file's pieces from (and into) `frags`.
 pub fn json_line_with(w: &mut Vec<u8>, a: &Alert<'_>, frags: &mut Fragments) -> io::Result<()> {
     w.extend_from_slice(b"{\"timestamp\":\"");
-    ts(w, a.ts);
+    frags.ts(w, a.ts);
     w.extend_from_slice(frags.rule(a.rule)?);
     match proto::name(a.proto) {
         Some(n) => {
@@ -349,4 +381,33 @@ pub fn text_line(w: &mut Vec<u8>, a: &Alert<'_>) -> io::Result<()> {
     }
     w.push(b'\n');
     Ok(())
+}
+
+#[cfg(test)]
+mod ts_cache_tests {
+    use super::*;
+
+    #[test]
+    fn test_cached_timestamps_equal_the_full_writer() {
+        let mut f = Fragments::default();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut t = 1_764_072_000_000_000_000i64;
+        for i in 0..200_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Mostly small steps (the cache hits), sometimes jumps, backwards and far.
+            t += match i % 1000 {
+                0 => -((x % 100_000_000_000) as i64),
+                1 => (x % 4_000_000_000_000_000_000) as i64,
+                _ => (x % 3_000_000) as i64,
+            };
+            let ts = Timestamp(t);
+            let mut a = Vec::new();
+            f.ts(&mut a, ts);
+            let mut buf = [0u8; 40];
+            let n = ts.write_rfc3339(&mut buf);
+            assert_eq!(a, &buf[..n], "{t}");
+        }
+    }
 }
