@@ -2,16 +2,170 @@
 //! request, for logrotate's move-and-create), or any writer (tests).
 //!
 //! Contract: lines are handed over whole; [`Output::flush`] pushes everything buffered to the
-//! OS. An output can be shared ([`Output::share`]) by several engines (live workers): each line
+//! OS and returns the first write error. The write(2) calls happen on a writer thread of the
+//! output's own (a spool): the engine hands over 256 KiB buffers of whole lines and goes on,
+//! so a flood's kernel copy time overlaps its processing; at most two buffers wait, then the
+//! engine waits too (a blocked output blocks the engine, never the capture). A write error is
+//! returned by the next call after it. An output can be shared ([`Output::share`]) by several engines (live workers): each line
 //! goes in whole under a lock, so lines from different engines never interleave.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 
-const BUF: usize = 1 << 16;
+use crossbeam_channel::{bounded, Receiver, Sender};
+
+/// Bytes of whole lines handed to the writer thread at once.
+const BUF: usize = 256 << 10;
+/// Buffers that may wait for the writer thread.
+const WAITING: usize = 2;
+
+enum Job {
+    Data(Vec<u8>),
+    /// Write what came before, flush, answer with the first error so far.
+    Flush(Sender<Option<(io::ErrorKind, String)>>),
+    /// Flush, then write to this from now on (reopen).
+    Replace(Box<dyn Write + Send>),
+}
+
+/// The writer thread and the buffer being filled.
+struct Spool {
+    buf: Vec<u8>,
+    tx: Option<Sender<Job>>,
+    recycled: Receiver<Vec<u8>>,
+    error: Arc<Mutex<Option<(io::ErrorKind, String)>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+fn as_io(e: &(io::ErrorKind, String)) -> io::Error {
+    io::Error::new(e.0, e.1.clone())
+}
+
+impl Spool {
+    fn new(mut w: Box<dyn Write + Send>) -> io::Result<Spool> {
+        let (tx, rx) = bounded::<Job>(WAITING);
+        let (recycle_tx, recycled) = bounded::<Vec<u8>>(WAITING + 1);
+        let error = Arc::new(Mutex::new(None));
+        let err = Arc::clone(&error);
+        let thread = std::thread::Builder::new()
+            .name("exfilwatch-writer".into())
+            .spawn(move || {
+                let fail = |e: io::Error| {
+                    if let Ok(mut slot) = err.lock() {
+                        slot.get_or_insert((e.kind(), e.to_string()));
+                    }
+                };
+                let failed = || err.lock().map(|e| e.is_some()).unwrap_or(true);
+                for job in rx {
+                    match job {
+                        Job::Data(mut b) => {
+                            if !failed() {
+                                if let Err(e) = w.write_all(&b) {
+                                    fail(e);
+                                }
+                            }
+                            b.clear();
+                            let _ = recycle_tx.try_send(b);
+                        }
+                        Job::Flush(ack) => {
+                            if !failed() {
+                                if let Err(e) = w.flush() {
+                                    fail(e);
+                                }
+                            }
+                            let _ = ack.send(err.lock().ok().and_then(|e| e.clone()));
+                        }
+                        Job::Replace(new) => {
+                            if let Err(e) = w.flush() {
+                                fail(e);
+                            }
+                            w = new;
+                        }
+                    }
+                }
+                if !failed() {
+                    if let Err(e) = w.flush() {
+                        fail(e);
+                    }
+                }
+            })?;
+        Ok(Spool {
+            buf: Vec::with_capacity(BUF),
+            tx: Some(tx),
+            recycled,
+            error,
+            thread: Some(thread),
+        })
+    }
+
+    fn error(&self) -> Option<io::Error> {
+        self.error.lock().ok()?.as_ref().map(as_io)
+    }
+
+    fn send(&self, job: Job) -> io::Result<()> {
+        match &self.tx {
+            Some(tx) if tx.send(job).is_ok() => Ok(()),
+            _ => Err(self
+                .error()
+                .unwrap_or_else(|| io::Error::other("the alert writer thread is gone"))),
+        }
+    }
+
+    fn ship(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let next = self
+            .recycled
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(BUF));
+        let full = std::mem::replace(&mut self.buf, next);
+        self.send(Job::Data(full))
+    }
+
+    fn write_line(&mut self, line: &[u8]) -> io::Result<()> {
+        if let Some(e) = self.error() {
+            return Err(e);
+        }
+        if self.buf.len() + line.len() > BUF {
+            self.ship()?;
+        }
+        self.buf.extend_from_slice(line);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.ship()?;
+        let (ack, done) = bounded(1);
+        self.send(Job::Flush(ack))?;
+        match done.recv() {
+            Ok(None) => Ok(()),
+            Ok(Some(e)) => Err(as_io(&e)),
+            Err(_) => Err(self
+                .error()
+                .unwrap_or_else(|| io::Error::other("the alert writer thread is gone"))),
+        }
+    }
+
+    fn replace(&mut self, w: Box<dyn Write + Send>) -> io::Result<()> {
+        self.flush()?;
+        self.send(Job::Replace(w))
+    }
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        // Hand over what is left and let the thread finish writing it.
+        let _ = self.ship();
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
 
 enum Target {
     Stdout,
@@ -29,7 +183,7 @@ enum Inner {
 
 struct Own {
     target: Target,
-    w: BufWriter<Box<dyn Write + Send>>,
+    w: Spool,
 }
 
 impl Output {
@@ -63,7 +217,7 @@ impl Output {
         let fd = io::stdout().as_fd().try_clone_to_owned()?;
         Ok(Output(Inner::Own(Own {
             target: Target::Stdout,
-            w: BufWriter::with_capacity(BUF, Box::new(File::from(fd))),
+            w: Spool::new(Box::new(File::from(fd)))?,
         })))
     }
 
@@ -71,15 +225,15 @@ impl Output {
     pub fn append(path: &Path) -> io::Result<Output> {
         Ok(Output(Inner::Own(Own {
             target: Target::File(path.to_path_buf()),
-            w: BufWriter::with_capacity(BUF, Box::new(open_append(path)?)),
+            w: Spool::new(Box::new(open_append(path)?))?,
         })))
     }
 
-    /// Any writer (buffered here).
+    /// Any writer (buffered here). Panics only if no thread can be started.
     pub fn writer(w: Box<dyn Write + Send>) -> Output {
         Output(Inner::Own(Own {
             target: Target::Writer,
-            w: BufWriter::with_capacity(BUF, w),
+            w: Spool::new(w).expect("starting the alert writer thread"),
         }))
     }
 
@@ -98,7 +252,7 @@ impl Output {
 
     /// Writes one whole line.
     pub fn write_line(&mut self, line: &[u8]) -> io::Result<()> {
-        self.with(|o| o.w.write_all(line))
+        self.with(|o| o.w.write_line(line))
     }
 
     /// Pushes buffered lines to the OS.
@@ -113,7 +267,7 @@ impl Output {
             o.w.flush()?;
             if let Target::File(p) = &o.target {
                 let f = open_append(p)?;
-                o.w = BufWriter::with_capacity(BUF, Box::new(f));
+                o.w.replace(Box::new(f))?;
             }
             Ok(())
         })
