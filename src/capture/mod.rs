@@ -6,6 +6,8 @@
 //! (`-`), always at nanosecond precision. The end of a file is `Ok(None)`; a damaged record is
 //! an error naming the file and the packet number, after which the source is finished.
 
+pub mod pcapng;
+
 use std::os::fd::{AsFd, IntoRawFd};
 
 use pcap::{Capture, Offline, Precision};
