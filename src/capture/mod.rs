@@ -203,12 +203,12 @@ impl FileSource {
                 Ok(None)
             }
             Err(e) => {
+                let message = e.to_string();
                 let libpcap = CaptureError::Read {
                     file: self.name.clone(),
                     packet: self.count + 1,
-                    message: e.to_string(),
+                    message: message.clone(),
                 };
-                let message = e.to_string();
                 if is_stdin(&self.name) && LIBPCAP_PCAPNG_LIMITS.iter().any(|m| message.contains(m))
                 {
                     self.done = true;

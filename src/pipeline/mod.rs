@@ -6,8 +6,8 @@
 //! or a damaged record is reported (file and packet number), the rest of that file is skipped,
 //! and reading goes on with the next file; every alert already found is written. In a pcapng file
 //! of several link types, the packets of unsupported ones are skipped, counted and reported after
-//! the file (an input error too). A failing
-//! alert output stops everything at once and is reported; a closed pipe stops quietly.
+//! the file (an input error too). A failing alert output stops everything at once and is
+//! reported; a closed pipe stops quietly.
 
 use std::collections::BTreeMap;
 use std::io;
