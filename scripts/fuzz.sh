@@ -5,7 +5,7 @@
 #
 #   scripts/fuzz.sh [SECONDS] [TARGET...]     # default: 600 s each, every target
 #
-# Targets: decode, engine, rules, rules_structured, capture (fuzz/src/harness.rs says what each
+# Targets: decode, engine, rules, rules_structured, capture, pcapng (fuzz/src/harness.rs says what each
 # does with its input). The growing corpus is fuzz/corpus/TARGET/ (not checked in; the
 # checked-in seeds are fuzz/seeds/TARGET/), findings land in fuzz/artifacts/TARGET/, logs in
 # fuzz/logs/. After a finding the target is started again for the rest of its time (at most
@@ -25,7 +25,7 @@ secs=${1:-600}
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(decode engine rules rules_structured capture)
+    targets=(decode engine rules rules_structured capture pcapng)
 fi
 sanitizer=${FUZZ_SANITIZER:-none}
 timeout=${FUZZ_TIMEOUT:-10}
@@ -56,7 +56,7 @@ for t in "${targets[@]}"; do
     extra=()
     case $t in
         rules) extra+=(-dict=dict/rules.dict) ;;
-        engine | capture) extra+=(-max_len=16384) ;;
+        engine | capture | pcapng) extra+=(-max_len=16384) ;;
     esac
     log="logs/$t.log"
     : >"$log"

@@ -2,10 +2,10 @@
 //! target it was found by (or seeds), so a fixed bug stays fixed without cargo-fuzz.
 //!
 //! A file is named `TARGET-NAME`: TARGET is one of the fuzz targets (`decode`, `engine`,
-//! `rules`, `rules_structured`, `capture`), whose code is `fuzz/src/harness.rs`, compiled here
-//! as is; NAME says what the input is (a seed, or the bug it found). Each target's function
-//! panics when an invariant breaks; this test replays every file, then fails naming each file
-//! that panicked. `scripts/fuzz.sh` runs the targets themselves.
+//! `rules`, `rules_structured`, `capture`, `pcapng`), whose code is `fuzz/src/harness.rs`,
+//! compiled here as is; NAME says what the input is (a seed, or the bug it found). Each
+//! target's function panics when an invariant breaks; this test replays every file, then fails
+//! naming each file that panicked. `scripts/fuzz.sh` runs the targets themselves.
 
 #[path = "../fuzz/src/harness.rs"]
 mod harness;
@@ -18,12 +18,13 @@ const SLOW: Duration = Duration::from_secs(10);
 
 type Target = fn(&[u8]);
 
-const TARGETS: [(&str, Target); 5] = [
+const TARGETS: [(&str, Target); 6] = [
     ("decode", harness::decode),
     ("engine", harness::engine),
     ("rules", harness::rules),
     ("rules_structured", harness::rules_structured),
     ("capture", harness::capture),
+    ("pcapng", harness::pcapng),
 ];
 
 #[test]

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use exfilwatch::alert::{AlertWriter, Format, Output};
+use exfilwatch::capture::pcapng::PcapngReader;
 use exfilwatch::capture::FileSource;
 use exfilwatch::decode::{self, proto, DecodeError, DecodeStats, Frame, PacketSummary, Transport};
 use exfilwatch::engine::Engine;
@@ -1136,8 +1137,8 @@ impl Drop for TempFile {
     }
 }
 
-/// Target `capture`: the input as a capture file, read by libpcap through `FileSource` to the
-/// end (or its first error), every frame decoded. The reading must end: no more frames than
+/// Target `capture`: the input as a capture file, read through `FileSource` (libpcap, and our
+/// pcapng reader where libpcap gives up) to the end (or its first error), every frame decoded. The reading must end: no more frames than
 /// the file has room for (every pcap or pcapng record takes at least 12 bytes).
 pub fn capture(data: &[u8]) {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -1171,11 +1172,17 @@ pub fn capture(data: &[u8]) {
                     "more frames than a {}-byte file can hold",
                     data.len()
                 );
-                assert_eq!(frame.linktype, linktype, "frame link type");
                 assert_eq!(frame.pcap_cnt, frames, "pcap_cnt");
+                let frame_linktype = frame.linktype;
                 let r = decode::decode(&frame);
                 check_decoded(&frame, &r);
                 stats.record(&r);
+                // libpcap gives one link type per file; our pcapng reader, when it took over,
+                // each packet's interface's.
+                assert!(
+                    frame_linktype == linktype || src.took_over(),
+                    "frame link type {frame_linktype} in a file of {linktype}"
+                );
             }
             Ok(None) => break,
             Err(e) => {
@@ -1192,4 +1199,54 @@ pub fn capture(data: &[u8]) {
         matches!(src.next_frame(), Ok(None)),
         "a finished source yields more"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// pcapng
+
+/// Target `pcapng`: the input as a pcapng stream, read from memory by exfilwatch's own pcapng
+/// reader (the one that takes over where libpcap stops) to its end or its first error, every
+/// frame decoded. No panic; no more packets than the input has room for (a packet block takes at
+/// least 16 bytes); an error lies inside the input, says something, and leaves the reader
+/// finished; the reader's count agrees.
+pub fn pcapng(data: &[u8]) {
+    let mut reader = PcapngReader::new(data);
+    let mut packets = 0u64;
+    loop {
+        match reader.next_packet() {
+            Ok(Some(p)) => {
+                packets += 1;
+                assert!(
+                    packets as usize <= data.len() / 16,
+                    "{packets} packets from {} bytes",
+                    data.len()
+                );
+                let frame = Frame {
+                    ts: p.ts,
+                    linktype: p.linktype,
+                    orig_len: p.orig_len,
+                    data: p.data,
+                    pcap_cnt: packets,
+                };
+                let r = decode::decode(&frame);
+                check_decoded(&frame, &r);
+            }
+            Ok(None) => break,
+            Err(e) => {
+                assert!(
+                    e.offset < data.len() as u64,
+                    "error offset {} in {} bytes: {e}",
+                    e.offset,
+                    data.len()
+                );
+                assert!(e.to_string().contains("byte offset"), "{e}");
+                assert!(
+                    matches!(reader.next_packet(), Ok(None)),
+                    "a failed reader yields more"
+                );
+                break;
+            }
+        }
+    }
+    assert_eq!(reader.packets_read(), packets, "packets_read");
 }

@@ -184,6 +184,19 @@ def main():
             with open(os.path.join(tcpdump, f), "rb") as fh:
                 write("capture", "tcpdump-" + f, fh.read())
 
+    # pcapng: every pcapng fixture (several link types, sections, cut and hostile blocks) and
+    # the tcpdump corpus's small pcapng files.
+    for f in fixture_files:
+        p = os.path.join(fixtures, f)
+        if f.endswith(".pcapng") and os.path.getsize(p) <= 8192:
+            with open(p, "rb") as fh:
+                write("pcapng", "fixture-" + f, fh.read())
+    for f in corpus_files:
+        p = os.path.join(tcpdump, f)
+        if f.endswith(".pcapng") and os.path.getsize(p) <= 4096:
+            with open(p, "rb") as fh:
+                write("pcapng", "tcpdump-" + f, fh.read())
+
     # rules: every rule file, and some pairs as multi-file inputs (NUL-separated).
     rule_files = [os.path.join(ROOT, "rules", "default.toml")]
     for d in (os.path.join(ROOT, "fixtures", "rules"), os.path.join(ROOT, "fuzz", "rules")):

@@ -1,17 +1,32 @@
 //! Capture: the only module that calls libpcap (through the `pcap` crate).
 //!
 //! Contract: a source yields [`Frame`]s (time, data-link type, wire length, borrowed bytes,
-//! packet number) and nothing else: no parsing happens here. Offline sources read classic pcap
-//! (either byte order, micro- or nanosecond) and pcapng, from a path or from standard input
-//! (`-`), always at nanosecond precision. The end of a file is `Ok(None)`; a damaged record is
-//! an error naming the file and the packet number, after which the source is finished.
+//! packet number) and nothing else: no parsing of packets happens here. Offline sources read
+//! classic pcap (either byte order, micro- or nanosecond) and pcapng, from a path or from
+//! standard input (`-`), always at nanosecond precision. The end of a file is `Ok(None)`; a
+//! damaged record is an error naming the file and the packet number, after which the source is
+//! finished.
+//!
+//! libpcap reads every file; but libpcap 1.10 stops on some valid pcapng files (interfaces of
+//! different link types or snap lengths, a section in the other byte order, a record longer than
+//! the snap length). When it does on a pcapng file opened by path, our own reader
+//! ([`pcapng`]) reopens the file, passes over the packets libpcap already delivered and goes on
+//! from there, so packet numbers stay libpcap's (and Wireshark's frame numbers). Its frames then
+//! carry each packet's own interface's link type. Standard input cannot be read twice: there
+//! libpcap's error stands, with a hint.
 
+pub mod pcapng;
+
+use std::fs::File;
+use std::io::BufReader;
 use std::os::fd::{AsFd, IntoRawFd};
 
 use pcap::{Capture, Offline, Precision};
 
 use crate::decode::Frame;
 use crate::time::Timestamp;
+
+use self::pcapng::PcapngReader;
 
 /// A capture-layer failure, located.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -26,6 +41,15 @@ pub enum CaptureError {
         linktype: i32,
         name: &'static str,
     },
+    /// Packets of a link type we do not decode, in a file of several link types (pcapng); the
+    /// file's other packets were read.
+    #[error("{file}: {packets} packet(s) of unsupported link type {linktype} ({name}) skipped")]
+    UnsupportedPackets {
+        file: String,
+        linktype: i32,
+        name: &'static str,
+        packets: u64,
+    },
     /// A record could not be read (truncated or corrupt file).
     #[error("{file}: packet {packet}: {message}; rest of file skipped")]
     Read {
@@ -36,9 +60,34 @@ pub enum CaptureError {
     },
 }
 
+/// libpcap 1.10's errors on valid pcapng files that our reader takes over from: interfaces that
+/// differ from the first one in link type or snap length; a section in the other byte order
+/// (1.10.3 misreads its header as a block of hundreds of MiB, later versions name it). (A block
+/// truly too large gets our reader's own, located, message.)
+const LIBPCAP_PCAPNG_LIMITS: &[&str] = &[
+    "different from the type of the first interface",
+    "different from the snapshot length of the first interface",
+    "sections with different byte orders",
+    "pcapng block size",
+];
+
+/// libpcap's error on a record longer than the (first interface's) snap length: our reader reads
+/// such a pcapng record whole, as Wireshark does. (Classic pcap files stay with libpcap, which
+/// cuts such records to the snap length, or refuses them above 256 KiB with this message.)
+const LIBPCAP_OVER_SNAPLEN: &str = "bigger than snaplen of";
+
+/// Whether our pcapng reader can go on where libpcap stopped with `message` on a pcapng file.
+fn libpcap_cannot(message: &str) -> bool {
+    message.contains(LIBPCAP_OVER_SNAPLEN)
+        || LIBPCAP_PCAPNG_LIMITS.iter().any(|m| message.contains(m))
+}
+
 /// A capture file (or standard input) being read.
 pub struct FileSource {
+    /// libpcap's handle; idle once `own` took over.
     cap: Capture<Offline>,
+    /// Our pcapng reader, once libpcap could not go on.
+    own: Option<Box<PcapngReader<BufReader<File>>>>,
     name: String,
     linktype: i32,
     count: u64,
@@ -71,7 +120,7 @@ impl FileSource {
         let linktype = cap.get_datalink().0;
         // pcapng keeps 64-bit timestamps (libpcap converts them faithfully); classic pcap's
         // are unsigned 32-bit. Standard input is taken as classic (it cannot be peeked).
-        let pcapng = path != "-"
+        let pcapng = !is_stdin(path)
             && std::fs::File::open(path)
                 .and_then(|mut f| {
                     let mut magic = [0u8; 4];
@@ -80,6 +129,7 @@ impl FileSource {
                 .is_ok_and(|m| m == [0x0a, 0x0d, 0x0d, 0x0a]);
         Ok(FileSource {
             cap,
+            own: None,
             name: path.to_string(),
             linktype,
             count: 0,
@@ -93,9 +143,21 @@ impl FileSource {
         &self.name
     }
 
-    /// The file's data-link type (libpcap's `DLT_*` value).
+    /// The file's data-link type (libpcap's `DLT_*` value); for pcapng, its first interface's.
+    /// Each [`Frame`] carries its own.
     pub fn linktype(&self) -> i32 {
         self.linktype
+    }
+
+    /// Whether the file may hold interfaces of other link types than [`FileSource::linktype`]
+    /// (a pcapng file opened by path, which our reader reads on when libpcap refuses them).
+    pub fn may_have_several_linktypes(&self) -> bool {
+        self.pcapng && !is_stdin(&self.name)
+    }
+
+    /// Whether our pcapng reader took over from libpcap.
+    pub fn took_over(&self) -> bool {
+        self.own.is_some()
     }
 
     /// Records read so far.
@@ -107,6 +169,14 @@ impl FileSource {
     pub fn next_frame(&mut self) -> Result<Option<Frame<'_>>, CaptureError> {
         if self.done {
             return Ok(None);
+        }
+        if self.own.is_some() {
+            // Checked first and borrowed only here: a borrow returned on one path only would
+            // keep `self.own` borrowed below too.
+            return match self.own.as_deref_mut() {
+                Some(own) => own_frame(own, &self.name, &mut self.count, &mut self.done),
+                None => Ok(None),
+            };
         }
         match self.cap.next_packet() {
             Ok(p) => {
@@ -133,13 +203,92 @@ impl FileSource {
                 Ok(None)
             }
             Err(e) => {
-                self.done = true;
-                Err(CaptureError::Read {
+                let message = e.to_string();
+                let libpcap = CaptureError::Read {
                     file: self.name.clone(),
                     packet: self.count + 1,
-                    message: e.to_string(),
-                })
+                    message: message.clone(),
+                };
+                if is_stdin(&self.name) && LIBPCAP_PCAPNG_LIMITS.iter().any(|m| message.contains(m))
+                {
+                    self.done = true;
+                    return Err(CaptureError::Read {
+                        file: self.name.clone(),
+                        packet: self.count + 1,
+                        message: format!(
+                            "{message} (exfilwatch reads such pcapng files by path, not from \
+                             standard input: save it to a file first)"
+                        ),
+                    });
+                }
+                // Fields, not `self.may_have_several_linktypes()`: `self.cap` is borrowed here.
+                if !self.pcapng || is_stdin(&self.name) || !libpcap_cannot(&message) {
+                    self.done = true;
+                    return Err(libpcap);
+                }
+                match take_over(&self.name, self.count) {
+                    Some(reader) => {
+                        let own = self.own.insert(Box::new(reader));
+                        own_frame(own, &self.name, &mut self.count, &mut self.done)
+                    }
+                    None => {
+                        self.done = true;
+                        Err(libpcap)
+                    }
+                }
             }
+        }
+    }
+}
+
+fn is_stdin(path: &str) -> bool {
+    path == "-"
+}
+
+/// Our reader on `path`, past the `delivered` packets libpcap already gave; `None` if it cannot
+/// get there (it disagrees with libpcap about the start of the file), in which case libpcap's
+/// error stands.
+fn take_over(path: &str, delivered: u64) -> Option<PcapngReader<BufReader<File>>> {
+    let file = File::open(path).ok()?;
+    let mut reader = PcapngReader::new(BufReader::with_capacity(1 << 16, file));
+    while reader.packets_read() < delivered {
+        match reader.next_packet() {
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => return None,
+        }
+    }
+    Some(reader)
+}
+
+/// The next frame from our reader; `count` and `done` are the source's.
+fn own_frame<'a>(
+    own: &'a mut PcapngReader<BufReader<File>>,
+    name: &str,
+    count: &mut u64,
+    done: &mut bool,
+) -> Result<Option<Frame<'a>>, CaptureError> {
+    match own.next_packet() {
+        Ok(Some(p)) => {
+            *count += 1;
+            Ok(Some(Frame {
+                ts: p.ts,
+                linktype: p.linktype,
+                orig_len: p.orig_len,
+                data: p.data,
+                pcap_cnt: *count,
+            }))
+        }
+        Ok(None) => {
+            *done = true;
+            Ok(None)
+        }
+        Err(e) => {
+            *done = true;
+            Err(CaptureError::Read {
+                file: name.to_string(),
+                packet: *count + 1,
+                message: e.to_string(),
+            })
         }
     }
 }

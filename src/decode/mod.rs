@@ -177,8 +177,8 @@ pub enum DecodeError {
     TransportTruncated,
     /// A TCP data offset below 5 words.
     TcpMalformed,
-    /// A link type we do not decode (the file is refused before reading, so this only
-    /// counts frames a caller hands us regardless).
+    /// A link type we do not decode: the packets of such interfaces in a pcapng file of several
+    /// link types (a file of one such link type is refused before reading).
     UnsupportedLinkType(i32),
 }
 

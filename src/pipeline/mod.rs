@@ -4,9 +4,12 @@
 //! Contract for files: nothing is dropped. When the channel is full the capture thread waits.
 //! Files are one timeline, read in the order given; an unreadable file, an unsupported link type
 //! or a damaged record is reported (file and packet number), the rest of that file is skipped,
-//! and reading goes on with the next file; every alert already found is written. A failing
-//! alert output stops everything at once and is reported; a closed pipe stops quietly.
+//! and reading goes on with the next file; every alert already found is written. In a pcapng file
+//! of several link types, the packets of unsupported ones are skipped, counted and reported after
+//! the file (an input error too). A failing alert output stops everything at once and is
+//! reported; a closed pipe stops quietly.
 
+use std::collections::BTreeMap;
 use std::io;
 use std::sync::Arc;
 use std::thread;
@@ -15,7 +18,7 @@ use std::time::Instant;
 use crossbeam_channel::{bounded, Receiver, Sender};
 
 use crate::capture::{CaptureError, FileSource};
-use crate::decode::{self, linktype, DecodeStats, PacketSummary};
+use crate::decode::{self, linktype, DecodeError, DecodeStats, PacketSummary};
 use crate::engine::{Engine, EngineStats};
 
 pub mod live;
@@ -168,7 +171,10 @@ fn capture_files(
             }
         };
         let lt = src.linktype();
-        if !linktype::is_supported(lt) {
+        // A pcapng file may hold interfaces of several link types, and a later one may be
+        // supported: such a file is read, and its packets of unsupported link types are counted
+        // and reported after it. Other files have one link type.
+        if !linktype::is_supported(lt) && !src.may_have_several_linktypes() {
             fail(
                 &mut t,
                 CaptureError::UnsupportedLinkType {
@@ -183,6 +189,8 @@ fn capture_files(
             return t; // the engine stopped (output error)
         }
         let mut batch = new_batch();
+        // Packets per unsupported link type (several-link-type files only).
+        let mut unsupported: BTreeMap<i32, u64> = BTreeMap::new();
         loop {
             match src.next_frame() {
                 Ok(Some(frame)) => {
@@ -190,6 +198,9 @@ fn capture_files(
                     t.bytes += u64::from(frame.orig_len);
                     let r = decode::decode(&frame);
                     t.decode.record(&r);
+                    if let Err(DecodeError::UnsupportedLinkType(lt)) = r {
+                        *unsupported.entry(lt).or_default() += 1;
+                    }
                     if let Ok(s) = r {
                         batch.push(s);
                         if batch.len() >= BATCH {
@@ -206,6 +217,17 @@ fn capture_files(
                     break;
                 }
             }
+        }
+        for (lt, packets) in unsupported {
+            fail(
+                &mut t,
+                CaptureError::UnsupportedPackets {
+                    file: path.clone(),
+                    linktype: lt,
+                    name: linktype::name(lt),
+                    packets,
+                },
+            );
         }
         if !batch.is_empty() && tx.send(Msg::Batch(batch)).is_err() {
             return t;

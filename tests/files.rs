@@ -1,0 +1,378 @@
+//! Capture files at their edges. fixtures/manifest.toml already runs every hardening case
+//! (multi-link pcapng, cut, hostile, garbage and wrong-magic files, zero-length and over-snaplen
+//! records, time going backwards and past 2038: exit status, alerts before the fault, the
+//! message's file and position). This adds what a manifest case cannot say:
+//!
+//! - [`multi_link_pcapng_matches_tshark`]: on the files libpcap gives up on and our pcapng reader
+//!   finishes, every TCP SYN alert's packet number, time and addresses equal tshark's frame;
+//!   the packet count equals tshark's frame count;
+//! - [`file_source_hands_over_at_the_failing_packet`]: `FileSource` delivers libpcap's packets,
+//!   then ours from the packet libpcap stopped at, each with its own interface's link type;
+//! - [`standard_input_keeps_libpcaps_error_with_a_hint`]: standard input cannot be read twice;
+//! - [`every_cut_of_a_multi_link_file_reads_a_prefix`]: the binary on every truncation of a
+//!   multi-link file (before and after the hand-over): never a panic; the alerts of the packets
+//!   before the cut and no others; exit 2 with the file and the packet number where it broke.
+//!
+//! Environment: `TSHARK` names the tshark binary (default `tshark` on PATH); without it the
+//! tshark test passes with a note, except under `CI=true`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use exfilwatch::capture::FileSource;
+use exfilwatch::time::Timestamp;
+
+mod common;
+use common::{ci, run};
+
+const BIN: &str = env!("CARGO_BIN_EXE_exfilwatch");
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Every TCP SYN (ACK and RST clear) that starts a flow alerts, whatever its addresses.
+const ANY_SYN_RULES: &str = r#"
+[[rule]]
+id = "any-syn"
+kind = "new-connection"
+severity = "info"
+"#;
+
+/// The fixtures libpcap stops on and our reader finishes (see fixtures/README.md).
+const TAKEN_OVER: &[&str] = &[
+    "pcapng_multi_link.pcapng",
+    "pcapng_two_snaplens.pcapng",
+    "pcapng_multi_link_first_unsupported.pcapng",
+    "pcapng_sections_byte_orders.pcapng",
+    "pcapng_over_snaplen.pcapng",
+];
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("files");
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d.join(name)
+}
+
+/// One SYN as both sides report it: packet number, time (RFC 3339, microseconds) and tuple.
+type Syn = (u64, String, String, u16, String, u16);
+
+/// The any-syn alerts of one run, and the packets it read (from the summary line).
+fn exfilwatch_syns(file: &Path, rules: &Path) -> (Vec<Syn>, u64) {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["read", "--rules"]).arg(rules).arg(file);
+    let out = run(&mut cmd, TIMEOUT).expect("exfilwatch runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let syns = stdout
+        .lines()
+        .map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line).expect("a JSON alert");
+            let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+            let port = |k: &str| v[k].as_u64().unwrap_or_default() as u16;
+            (
+                v["pcap_cnt"].as_u64().unwrap_or_default(),
+                s("timestamp"),
+                s("src_ip"),
+                port("src_port"),
+                s("dest_ip"),
+                port("dest_port"),
+            )
+        })
+        .collect();
+    (syns, packets_in_summary(&out.stderr))
+}
+
+/// N of the summary's `exfilwatch: 1 file(s), N packets`.
+fn packets_in_summary(stderr: &str) -> u64 {
+    stderr
+        .lines()
+        .find_map(|l| {
+            let rest = l.strip_prefix("exfilwatch: ")?;
+            let (_, rest) = rest.split_once(" file(s), ")?;
+            rest.split_once(" packets")?.0.parse().ok()
+        })
+        .unwrap_or_else(|| panic!("no summary line in {stderr:?}"))
+}
+
+/// tshark's epoch time `S.FFFFFFFFF` as exfilwatch prints times.
+fn rfc3339(epoch: &str) -> String {
+    let (secs, frac) = epoch.split_once('.').unwrap_or((epoch, "0"));
+    let frac = format!("{frac:0<9}");
+    Timestamp::from_parts(
+        secs.parse().expect("tshark seconds"),
+        frac[..9].parse().expect("tshark fraction"),
+    )
+    .to_string()
+}
+
+/// tshark's TCP SYNs (ACK and RST clear) and its frame count.
+fn tshark_syns(tshark: &str, file: &Path) -> Result<(Vec<Syn>, u64), String> {
+    let mut cmd = Command::new(tshark);
+    cmd.arg("-r")
+        .arg(file)
+        .args(["-T", "fields", "-E", "separator=/t"]);
+    for f in [
+        "frame.number",
+        "frame.time_epoch",
+        "ip.src",
+        "ipv6.src",
+        "tcp.srcport",
+        "ip.dst",
+        "ipv6.dst",
+        "tcp.dstport",
+        "tcp.flags",
+    ] {
+        cmd.args(["-e", f]);
+    }
+    let out = run(&mut cmd, TIMEOUT)?;
+    if !out.status.success() {
+        return Err(format!("tshark failed: {}", out.stderr.trim_end()));
+    }
+    let mut syns = Vec::new();
+    let mut frames = 0;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        frames += 1;
+        let c: Vec<&str> = line.split('\t').collect();
+        let [number, time, src4, src6, sport, dst4, dst6, dport, flags] = c[..] else {
+            return Err(format!("unexpected tshark row {line:?}"));
+        };
+        let flags = u16::from_str_radix(flags.trim_start_matches("0x"), 16).unwrap_or(0);
+        if flags & 0x02 == 0 || flags & 0x14 != 0 {
+            continue;
+        }
+        let either = |a: &str, b: &str| if a.is_empty() { b } else { a }.to_string();
+        syns.push((
+            number.parse().map_err(|e| format!("{line:?}: {e}"))?,
+            rfc3339(time),
+            either(src4, src6),
+            sport.parse().map_err(|e| format!("{line:?}: {e}"))?,
+            either(dst4, dst6),
+            dport.parse().map_err(|e| format!("{line:?}: {e}"))?,
+        ));
+    }
+    Ok((syns, frames))
+}
+
+#[test]
+fn multi_link_pcapng_matches_tshark() {
+    let tshark = std::env::var("TSHARK").unwrap_or_else(|_| "tshark".to_string());
+    if let Err(e) = Command::new(&tshark)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+    {
+        let msg = format!("tshark ({tshark}) not runnable: {e}; comparison skipped");
+        assert!(!ci(), "{msg} (CI=true: install tshark)");
+        println!("SKIPPED: {msg}");
+        return;
+    }
+    let rules = tmp("any-syn.toml");
+    std::fs::write(&rules, ANY_SYN_RULES).expect("rules file");
+    let mut problems = Vec::new();
+    for name in TAKEN_OVER {
+        let file = fixture(name);
+        let (ours, packets) = exfilwatch_syns(&file, &rules);
+        let (theirs, frames) = match tshark_syns(&tshark, &file) {
+            Ok(t) => t,
+            Err(e) => {
+                problems.push(format!("{name}: {e}"));
+                continue;
+            }
+        };
+        if ours.is_empty() {
+            problems.push(format!("{name}: no SYN alert at all"));
+        }
+        if ours != theirs {
+            problems.push(format!(
+                "{name}: SYNs differ\n  exfilwatch: {ours:?}\n  tshark:     {theirs:?}"
+            ));
+        }
+        if packets != frames {
+            problems.push(format!(
+                "{name}: exfilwatch read {packets} packets, tshark {frames} frames"
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn file_source_hands_over_at_the_failing_packet() {
+    let path = fixture("pcapng_multi_link.pcapng");
+    let mut src = FileSource::open(path.to_str().expect("UTF-8 path")).expect("opens");
+    assert!(src.may_have_several_linktypes());
+    let mut seen = Vec::new();
+    loop {
+        let frame = match src.next_frame() {
+            Ok(Some(f)) => (f.pcap_cnt, f.linktype, f.ts.to_string(), f.data.len()),
+            Ok(None) => break,
+            Err(e) => panic!("{e}"),
+        };
+        seen.push((frame, src.took_over()));
+    }
+    let t = |s: &str| format!("2025-11-25T12:00:0{s}Z");
+    // Packets 1-2 from libpcap (Ethernet); libpcap stops at the raw-IP interface's IDB and our
+    // reader goes on at packet 3: raw IP as DLT_RAW 12, Linux SLL 113, Ethernet again.
+    let expected = [
+        ((1, 1, t("0.000000"), 74), false),
+        ((2, 1, t("0.000300"), 74), false),
+        ((3, 12, t("1.000250"), 40), true),
+        ((4, 12, t("1.000400"), 0), true),
+        ((5, 1, t("1.000500"), 60), true),
+        ((6, 113, t("2.500000"), 96), true),
+        ((7, 12, t("3.000000"), 57), true),
+        ((8, 113, t("3.250000"), 76), true),
+        ((9, 1, t("4.000000"), 60), true),
+    ];
+    assert_eq!(seen, expected);
+    assert_eq!(src.packets_read(), 9);
+    assert!(matches!(src.next_frame(), Ok(None)));
+}
+
+#[test]
+fn standard_input_keeps_libpcaps_error_with_a_hint() {
+    let bytes = std::fs::read(fixture("pcapng_multi_link.pcapng")).expect("fixture");
+    let mut child = Command::new(BIN)
+        .args(["read", "--quiet", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("exfilwatch starts");
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let feeder = std::thread::spawn(move || {
+        // exfilwatch stops reading at the error: a broken pipe is expected.
+        let _ = std::io::Write::write_all(&mut stdin, &bytes);
+    });
+    let out = child.wait_with_output().expect("exfilwatch ends");
+    feeder.join().expect("feeder");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("-: packet 3:")
+            && stderr.contains("different from the type of the first interface")
+            && stderr.contains("save it to a file first"),
+        "{stderr}"
+    );
+    // The alert of packet 1, read before the second interface appeared, is written.
+    let alerts: Vec<u64> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("JSON alert");
+            v["pcap_cnt"].as_u64().unwrap_or_default()
+        })
+        .collect();
+    assert_eq!(alerts, [1]);
+}
+
+#[test]
+fn every_cut_of_a_multi_link_file_reads_a_prefix() {
+    let name = "pcapng_multi_link.pcapng";
+    let whole = std::fs::read(fixture(name)).expect("fixture");
+    let rules = tmp("any-syn-cuts.toml");
+    std::fs::write(&rules, ANY_SYN_RULES).expect("rules file");
+    let (all, packets) = exfilwatch_syns(&fixture(name), &rules);
+    assert_eq!((all.len(), packets), (4, 9), "the whole file: {all:?}");
+
+    let cuts: Vec<usize> = (0..whole.len()).collect();
+    let outcomes: Vec<(&str, Vec<String>)> = par_map(&cuts, |&cut| {
+        let file = tmp(&format!("cut-{cut:04}-{name}"));
+        std::fs::write(&file, &whole[..cut]).expect("cut file");
+        let mut cmd = Command::new(BIN);
+        cmd.args(["read", "--rules"]).arg(&rules).arg(&file);
+        let out = match run(&mut cmd, TIMEOUT) {
+            Ok(o) => o,
+            Err(e) => return ("hang", vec![format!("cut at {cut}: {e}")]),
+        };
+        let _ = std::fs::remove_file(&file);
+        let mut p = Vec::new();
+        if out.stderr.contains("panicked") {
+            p.push(format!("cut at {cut}: panicked: {}", out.stderr));
+        }
+        let code = out.status.code();
+        if code == Some(2) && out.stderr.contains("cannot read capture") {
+            // Cut before the first packet: libpcap cannot open it.
+            return ("not opened", p);
+        }
+        let read = packets_in_summary(&out.stderr);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let got: Vec<u64> = stdout
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap_or_default();
+                v["pcap_cnt"].as_u64().unwrap_or_default()
+            })
+            .collect();
+        let want: Vec<u64> = all.iter().map(|s| s.0).filter(|&n| n <= read).collect();
+        if got != want {
+            p.push(format!(
+                "cut at {cut}: {read} packets read, alerts {got:?}, want {want:?}"
+            ));
+        }
+        let outcome = match code {
+            Some(2) => {
+                let located = format!("cut-{cut:04}-{name}: packet {}:", read + 1);
+                if !out.stderr.contains(&located) {
+                    p.push(format!("cut at {cut}: no {located:?} in {:?}", out.stderr));
+                }
+                if out.stderr.contains("(block at byte offset") {
+                    "located by our reader"
+                } else {
+                    "located by libpcap"
+                }
+            }
+            // A cut between blocks is a shorter, valid file.
+            Some(0 | 1) => "read to its end",
+            other => {
+                p.push(format!("cut at {cut}: exit {other:?}: {}", out.stderr));
+                "bad exit"
+            }
+        };
+        (outcome, p)
+    });
+    let mut tally = std::collections::BTreeMap::new();
+    let mut problems = Vec::new();
+    for (outcome, p) in outcomes {
+        *tally.entry(outcome).or_insert(0) += 1;
+        problems.extend(p);
+    }
+    println!("{} cuts of {name}: {tally:?}", cuts.len());
+    assert!(
+        problems.is_empty(),
+        "{} problem(s):\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
+}
+
+/// `f` over `items` on a few threads, results in order.
+fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8));
+    let next = AtomicUsize::new(0);
+    let mut results: Vec<(usize, R)> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(item) = items.get(i) else { break done };
+                        done.push((i, f(item)));
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("worker thread panicked"))
+            .collect()
+    });
+    results.sort_by_key(|(i, _)| *i);
+    results.into_iter().map(|(_, r)| r).collect()
+}
