@@ -337,6 +337,89 @@ pub fn decode(frame: &Frame<'_>) -> Result<PacketSummary, DecodeError> {
 /// Decodes an IP packet (IPv4 or IPv6 by its version nibble) and its transport header.
 /// Time, link fields and VLANs are left at their defaults for [`decode`] to fill in.
 pub fn decode_ip(bytes: &[u8]) -> Result<PacketSummary, DecodeError> {
+    if let Some(r) = decode_ipv4_plain(bytes) {
+        return r;
+    }
+    decode_ip_general(bytes)
+}
+
+mod ipv4_field {
+    pub type Field = core::ops::Range<usize>;
+    pub const TOTAL_LEN: Field = 2..4;
+    pub const IDENT: Field = 4..6;
+    pub const FLAGS_FRAG: Field = 6..8;
+    pub const PROTOCOL: usize = 9;
+    pub const SRC: Field = 12..16;
+    pub const DST: Field = 16..20;
+    pub const MIN_LEN: usize = 20;
+    pub const AUTH: u8 = 51;
+}
+
+/// The common case read directly: IPv4 without options (IHL 5) and without an authentication
+/// header, whole header captured. `None` sends everything else to the general decoder, which
+/// gives the same summary for these packets too (a test compares them on every packet of the
+/// property test's frames).
+fn decode_ipv4_plain(bytes: &[u8]) -> Option<Result<PacketSummary, DecodeError>> {
+    use ipv4_field as f;
+    let h = bytes.get(..f::MIN_LEN)?;
+    if h[0] != 0x45 || h[f::PROTOCOL] == f::AUTH {
+        return None;
+    }
+    let be16 = |r: core::ops::Range<usize>| u16::from_be_bytes([h[r.start], h[r.start + 1]]);
+    let total = usize::from(be16(f::TOTAL_LEN));
+    let (payload, ip_len, incomplete) = if total == 0 {
+        // Segmentation offload leaves 0: use what was captured (as the general path does).
+        (&bytes[f::MIN_LEN..], bytes.len() as u32, false)
+    } else if total < f::MIN_LEN {
+        return Some(Err(DecodeError::IpMalformed));
+    } else if total > bytes.len() {
+        (&bytes[f::MIN_LEN..], total as u32, true)
+    } else {
+        (&bytes[f::MIN_LEN..total], total as u32, false)
+    };
+    let flags_frag = be16(f::FLAGS_FRAG);
+    let (more, offset) = (flags_frag & 0x2000 != 0, flags_frag & 0x1fff);
+    let fragment = (more || offset != 0).then(|| Fragment {
+        id: u32::from(be16(f::IDENT)),
+        offset,
+        more,
+    });
+    let proto = h[f::PROTOCOL];
+    let (transport, tcp_flags, transport_cut) = if offset != 0 {
+        (Transport::None, 0, false)
+    } else {
+        match decode_transport(proto, payload) {
+            Ok(t) => t,
+            Err(e) => return Some(Err(e)),
+        }
+    };
+    let addr = |r: core::ops::Range<usize>| {
+        IpAddr::V4(Ipv4Addr::new(
+            h[r.start],
+            h[r.start + 1],
+            h[r.start + 2],
+            h[r.start + 3],
+        ))
+    };
+    Some(Ok(PacketSummary {
+        ts: Timestamp::default(),
+        pcap_cnt: 0,
+        linktype: 0,
+        orig_len: 0,
+        ip_len,
+        vlans: Vlans::NONE,
+        src: addr(f::SRC),
+        dst: addr(f::DST),
+        proto,
+        transport,
+        tcp_flags,
+        fragment,
+        truncated: incomplete || transport_cut,
+    }))
+}
+
+/// Any IP packet, through etherparse's lax slicing.
+fn decode_ip_general(bytes: &[u8]) -> Result<PacketSummary, DecodeError> {
     use etherparse::err::ip::{HeaderError, LaxHeaderSliceError};
     let (ip, stop) = LaxIpSlice::from_slice(bytes).map_err(|e| match e {
         LaxHeaderSliceError::Len(_) => DecodeError::IpTruncated,
@@ -492,6 +575,16 @@ fn decode_transport(proto: u8, p: &[u8]) -> Result<(Transport, u8, bool), Decode
         }
         _ => Ok((Transport::None, 0, false)),
     }
+}
+
+#[cfg(test)]
+pub(crate) fn decode_ip_both(
+    bytes: &[u8],
+) -> (
+    Option<Result<PacketSummary, DecodeError>>,
+    Result<PacketSummary, DecodeError>,
+) {
+    (decode_ipv4_plain(bytes), decode_ip_general(bytes))
 }
 
 #[cfg(test)]

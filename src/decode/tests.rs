@@ -525,3 +525,59 @@ fn test_property_random_and_mutated_frames() {
         }
     }
 }
+
+/// The plain-IPv4 fast path gives exactly what the general (etherparse) path gives, on random
+/// and mutated IPv4 headers of every length, fragment state, protocol and truncation.
+#[test]
+fn test_plain_ipv4_fast_path_equals_the_general_decoder() {
+    let mut rng = Rng(0x1b4_f457);
+    let mut taken = 0;
+    let base = cat(&[&IPV4_TCP_HDR, &TCP_ECN_SYN]);
+    let mut buf = Vec::with_capacity(256);
+    for i in 0..300_000u32 {
+        buf.clear();
+        if i % 3 == 0 {
+            let n = (rng.next() % 120) as usize;
+            buf.extend((0..n).map(|_| rng.next() as u8));
+            if let Some(b) = buf.first_mut() {
+                *b = 0x45;
+            }
+        } else {
+            buf.extend_from_slice(&base);
+            for _ in 0..1 + rng.next() % 4 {
+                let len = buf.len().max(1);
+                match rng.next() % 5 {
+                    0 => {
+                        let at = 1 + (rng.next() as usize) % (len - 1).max(1);
+                        if let Some(b) = buf.get_mut(at) {
+                            *b ^= 1 << (rng.next() % 8);
+                        }
+                    }
+                    1 => buf.truncate((rng.next() as usize) % (len + 1)),
+                    2 => {
+                        // Total length, fragment fields and protocol are the interesting ones.
+                        let at = [2usize, 3, 6, 7, 9][(rng.next() % 5) as usize];
+                        if let Some(b) = buf.get_mut(at) {
+                            *b = rng.next() as u8;
+                        }
+                    }
+                    3 => {
+                        if let Some(b) = buf.get_mut(9) {
+                            *b = [1u8, 6, 17, 51, 58, 132, 0][(rng.next() % 7) as usize];
+                        }
+                    }
+                    _ => buf.extend((0..rng.next() % 40).map(|_| rng.next() as u8)),
+                }
+            }
+        }
+        let (fast, general) = super::decode_ip_both(&buf);
+        if let Some(fast) = fast {
+            taken += 1;
+            assert_eq!(fast, general, "{buf:02x?}");
+        }
+    }
+    assert!(
+        taken > 100_000,
+        "the fast path was taken only {taken} times"
+    );
+}
