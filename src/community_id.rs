@@ -55,6 +55,43 @@ pub fn community_id_v1(
     proto: u8,
     ports: Option<(u16, u16)>,
 ) -> String {
+    community_id_v1_fixed(seed, src, dst, proto, ports)
+        .as_str()
+        .to_string()
+}
+
+/// A Community ID v1 string held inline (no allocation): `1:` and 28 base64 characters.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct CommunityId([u8; ID_LEN]);
+
+impl CommunityId {
+    pub fn as_str(&self) -> &str {
+        // Only ASCII is ever written into it.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for CommunityId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Display for CommunityId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// [`community_id_v1`] without the allocation.
+#[must_use]
+pub fn community_id_v1_fixed(
+    seed: u16,
+    src: IpAddr,
+    dst: IpAddr,
+    proto: u8,
+    ports: Option<(u16, u16)>,
+) -> CommunityId {
     let ports = match proto {
         PROTO_TCP | PROTO_UDP | PROTO_SCTP => ports.map(|(s, d)| (s, d, false)),
         PROTO_ICMP => ports.map(|(t, c)| icmp_equivalents_wide(t, c, false)),
@@ -98,11 +135,10 @@ pub fn community_id_v1(
 
     let digest = Sha1::digest(&input[..len]);
 
-    let mut id = String::with_capacity(ID_LEN);
-    id.push_str("1:");
-    push_base64(&mut id, &digest);
-    debug_assert_eq!(id.len(), ID_LEN);
-    id
+    let mut id = [0u8; ID_LEN];
+    id[..2].copy_from_slice(b"1:");
+    base64_20(&mut id[2..], &digest);
+    CommunityId(id)
 }
 
 /// The spec's ICMP mapping, exposed because the flow table keys ICMP flows the same way:
@@ -178,29 +214,38 @@ fn addr_bytes(addr: IpAddr) -> ([u8; 16], usize) {
 }
 
 /// Appends the standard (RFC 4648, padded) base64 encoding of `data`.
-fn push_base64(out: &mut String, data: &[u8]) {
-    let sym = |index: u32| char::from(BASE64_ALPHABET[(index & 0x3f) as usize]);
+/// Standard base64 of a 20-byte digest into 28 bytes (the last one `=`).
+fn base64_20(out: &mut [u8], data: &[u8]) {
+    let sym = |index: u32| BASE64_ALPHABET[(index & 0x3f) as usize];
+    let mut at = 0;
+    let mut put = |b: u8| {
+        if let Some(slot) = out.get_mut(at) {
+            *slot = b;
+        }
+        at += 1;
+    };
     let mut chunks = data.chunks_exact(3);
     for chunk in &mut chunks {
         let n = u32::from(chunk[0]) << 16 | u32::from(chunk[1]) << 8 | u32::from(chunk[2]);
-        out.push(sym(n >> 18));
-        out.push(sym(n >> 12));
-        out.push(sym(n >> 6));
-        out.push(sym(n));
+        put(sym(n >> 18));
+        put(sym(n >> 12));
+        put(sym(n >> 6));
+        put(sym(n));
     }
     match *chunks.remainder() {
         [a] => {
             let n = u32::from(a) << 16;
-            out.push(sym(n >> 18));
-            out.push(sym(n >> 12));
-            out.push_str("==");
+            put(sym(n >> 18));
+            put(sym(n >> 12));
+            put(b'=');
+            put(b'=');
         }
         [a, b] => {
             let n = u32::from(a) << 16 | u32::from(b) << 8;
-            out.push(sym(n >> 18));
-            out.push(sym(n >> 12));
-            out.push(sym(n >> 6));
-            out.push('=');
+            put(sym(n >> 18));
+            put(sym(n >> 12));
+            put(sym(n >> 6));
+            put(b'=');
         }
         _ => {}
     }
@@ -795,9 +840,10 @@ mod tests {
             (b"foobar", "Zm9vYmFy"),
             (&[0xfb, 0xff, 0xbf], "+/+/"),
         ] {
-            let mut out = String::new();
-            push_base64(&mut out, input);
-            assert_eq!(out, expected);
+            let mut out = [0u8; 12];
+            base64_20(&mut out, input);
+            assert_eq!(&out[..expected.len()], expected.as_bytes());
+            assert!(out[expected.len()..].iter().all(|&b| b == 0));
         }
     }
 
@@ -806,7 +852,14 @@ mod tests {
         let id = cid(0, "1.2.3.4", "5.6.7.8", 6, Some((1122, 3344)));
         assert!(id.starts_with("1:"));
         assert_eq!(id.len(), ID_LEN);
-        assert!(id.capacity() == ID_LEN);
         assert!(id.ends_with('='));
+        let fixed = community_id_v1_fixed(
+            0,
+            "1.2.3.4".parse().unwrap(),
+            "5.6.7.8".parse().unwrap(),
+            6,
+            Some((1122, 3344)),
+        );
+        assert_eq!(fixed.as_str(), id);
     }
 }

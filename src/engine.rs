@@ -14,7 +14,7 @@ use std::net::IpAddr;
 use ipnetwork::IpNetwork;
 
 use crate::alert::{Alert, AlertWriter, FlowCounters, Limiter, Output, Verdict};
-use crate::community_id::community_id_v1;
+use crate::community_id::{community_id_v1, community_id_v1_fixed};
 use crate::decode::{proto, PacketSummary, Transport};
 use crate::flow::{Direction, EndReason, Flow, FlowState, FlowStats, FlowTable};
 use crate::rules::eval::{has_ports, Evaluator, Match};
@@ -426,7 +426,7 @@ impl Engine {
                 dest_port: m.dest_port,
                 icmp,
                 vlans: p.vlans,
-                community_id: community_id_v1(0, m.src, m.dest, flow.key.proto, ports),
+                community_id: community_id_v1_fixed(0, m.src, m.dest, flow.key.proto, ports),
                 suppressed,
                 pcap_filename: file,
                 pcap_cnt: p.pcap_cnt,

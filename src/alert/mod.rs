@@ -41,7 +41,7 @@ pub struct Alert<'a> {
     /// ICMP type and code of the packet, for ICMP and ICMPv6.
     pub icmp: Option<(u8, u8)>,
     pub vlans: Vlans,
-    pub community_id: String,
+    pub community_id: crate::community_id::CommunityId,
     /// Alerts of the same limit key held back since the last one written.
     pub suppressed: u64,
     /// The input file (offline) and the packet's number in it.
@@ -71,6 +71,15 @@ pub struct FlowCounters {
 impl FlowCounters {
     /// Writes the members of the `flow` object (without braces).
     pub fn write_members(&self, w: &mut Vec<u8>) -> io::Result<()> {
+        self.write_members_ts(w, &mut ts)
+    }
+
+    /// [`FlowCounters::write_members`] with `stamp` writing the start time.
+    fn write_members_ts(
+        &self,
+        w: &mut Vec<u8>,
+        stamp: &mut impl FnMut(&mut Vec<u8>, Timestamp),
+    ) -> io::Result<()> {
         w.extend_from_slice(b"\"pkts_toserver\":");
         num(w, self.pkts_toserver);
         w.extend_from_slice(b",\"pkts_toclient\":");
@@ -80,7 +89,7 @@ impl FlowCounters {
         w.extend_from_slice(b",\"bytes_toclient\":");
         num(w, self.bytes_toclient);
         w.extend_from_slice(b",\"start\":\"");
-        ts(w, self.start);
+        stamp(w, self.start);
         w.push(b'"');
         Ok(())
     }
@@ -292,7 +301,7 @@ pub fn json_line_with(w: &mut Vec<u8>, a: &Alert<'_>, frags: &mut Fragments) -> 
         w.push(b']');
     }
     w.extend_from_slice(b",\"community_id\":\"");
-    w.extend_from_slice(a.community_id.as_bytes());
+    w.extend_from_slice(a.community_id.as_str().as_bytes());
     w.push(b'"');
     if a.suppressed > 0 {
         w.extend_from_slice(b",\"suppressed\":");
@@ -311,7 +320,7 @@ pub fn json_line_with(w: &mut Vec<u8>, a: &Alert<'_>, frags: &mut Fragments) -> 
     }
     if let Some(f) = &a.flow {
         w.extend_from_slice(b",\"flow\":{");
-        f.write_members(w)?;
+        f.write_members_ts(w, &mut |w, t| frags.ts(w, t))?;
         w.push(b'}');
     }
     match a.in_iface {
