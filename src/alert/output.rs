@@ -275,12 +275,19 @@ impl Output {
 }
 
 fn open_append(p: &Path) -> io::Result<File> {
-    let f = OpenOptions::new()
-        .create(true)
-        .read(true)
-        .append(true)
-        .open(p)
-        .or_else(|_| OpenOptions::new().create(true).append(true).open(p))?;
+    let append = || OpenOptions::new().create(true).append(true).open(p);
+    // Read access only to look at a regular file's tail: a FIFO opened read-write would never
+    // see its reader go away.
+    let regular = std::fs::metadata(p).is_ok_and(|m| m.is_file());
+    let f = if regular {
+        OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(p)
+            .or_else(|_| append())?
+    } else {
+        append()?
+    };
     if let Ok(n) = cut_torn_line(&f) {
         if n > 0 {
             eprintln!(
