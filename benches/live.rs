@@ -236,9 +236,49 @@ struct Replay {
     failed: u64,
     seconds: f64,
     pps: f64,
+    /// CPU time tcpreplay used (user + system, which includes the veth delivery to the
+    /// capture socket: it runs in the sender's context).
+    cpu: f64,
+}
+
+/// CPU seconds (user + system) of the children reaped so far.
+fn children_cpu() -> f64 {
+    // SAFETY: getrusage fills the zeroed struct we pass.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// CPU seconds (user + system) per thread of a running process, by thread name.
+fn thread_cpu(pid: u32) -> Vec<(String, f64)> {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let mut v = Vec::new();
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return v;
+    };
+    for t in tasks.flatten() {
+        let Ok(stat) = fs::read_to_string(t.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ... utime stime: fields 14 and 15; comm may hold spaces.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let f: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+        let ticks = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
+        v.push((
+            stat[open + 1..close].to_string(),
+            (ticks(11) + ticks(12)) / hz,
+        ));
+    }
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
 }
 
 fn tcpreplay(ns: &Netns, mix: &Path, stop: &AtomicBool) -> Replay {
+    let cpu0 = children_cpu();
     let mut child = ns
         .cmd("tcpreplay")
         .args(["--topspeed", "-i", &ns.inj])
@@ -257,6 +297,7 @@ fn tcpreplay(ns: &Netns, mix: &Path, stop: &AtomicBool) -> Replay {
         sleep(Duration::from_millis(5));
     }
     let out = child.wait_with_output().expect("tcpreplay output");
+    let cpu = children_cpu() - cpu0;
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -269,6 +310,7 @@ fn tcpreplay(ns: &Netns, mix: &Path, stop: &AtomicBool) -> Replay {
         failed: get("Failed packets:") as u64,
         seconds: get(" sent in "),
         pps: number_after(&text, "Mbps,").unwrap_or(0.0),
+        cpu,
     }
 }
 
@@ -286,6 +328,8 @@ struct Outcome {
     channel_drops: Option<u64>,
     alerts: Option<u64>,
     status: ExitStatus,
+    /// CPU seconds per thread of the capture program, just before it was stopped.
+    threads: Vec<(String, f64)>,
 }
 
 impl Outcome {
@@ -355,6 +399,7 @@ fn run_once(ns: &Netns, s: &Setup, tool: &'static str, stop: &AtomicBool) -> Out
         sleep(Duration::from_millis(10));
     }
     let iface_rx = ns.counter(&ns.cap, "rx_packets") - rx0;
+    let threads = thread_cpu(proc.child.id());
     let status = proc.terminate(stop);
     let err = proc.stderr();
     if tool == "tcpdump" {
@@ -369,6 +414,7 @@ fn run_once(ns: &Netns, s: &Setup, tool: &'static str, stop: &AtomicBool) -> Out
             channel_drops: None,
             alerts: None,
             status,
+            threads,
         }
     } else {
         let text = fs::read_to_string(&alerts).unwrap_or_default();
@@ -400,6 +446,7 @@ fn run_once(ns: &Netns, s: &Setup, tool: &'static str, stop: &AtomicBool) -> Out
             channel_drops: Some(get("channel_drops")),
             alerts: Some(n_alerts),
             status,
+            threads,
         }
     }
 }
@@ -447,6 +494,18 @@ fn row(run: usize, o: &Outcome) {
         } else {
             format!("  (exit: {})", o.status)
         },
+    );
+    let threads: Vec<String> = o
+        .threads
+        .iter()
+        .map(|(name, cpu)| format!("{name} {cpu:.2}"))
+        .collect();
+    println!(
+        "{:>14} CPU seconds: tcpreplay {:.2} (sending {:.2} s); {}",
+        "",
+        o.replay.cpu,
+        o.replay.seconds,
+        threads.join(", ")
     );
 }
 
