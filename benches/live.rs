@@ -3,15 +3,17 @@
 //!
 //! `cargo bench --bench live` (as root, with iproute2, tcpreplay and tcpdump; otherwise it says
 //! why and skips). It writes the SPAN-like mix of `mixgen` (deterministic; `EXFW_LIVE_PACKETS`,
-//! default 1M), creates a network namespace of its own with a veth pair in it and, for each of
-//! `EXFW_LIVE_RUNS` runs (default 3), starts one capture on one veth end, sends the mix with
-//! `tcpreplay --topspeed` on the other end from inside the namespace, waits a settle time
-//! (`EXFW_LIVE_SETTLE_MS`, default 1000), stops the capture with SIGTERM and reads its counters:
-//! tcpdump's exit summary; exfilwatch's final JSON stats record in its alert file. Both captures
-//! get the same kernel buffer (`EXFW_LIVE_BUFFER_MIB`, default 64: tcpdump `-B`, exfilwatch
-//! `--buffer-size`); each keeps its own default snap length (tcpdump whole frames, exfilwatch
-//! 256 bytes). `EXFW_LIVE_TCPDUMP_ARGS` and `EXFW_LIVE_EXFILWATCH_ARGS` (split on white space)
-//! add flags to either, for experiments.
+//! default 1M) and creates a network namespace of its own with a veth pair in it. Each of
+//! `EXFW_LIVE_RUNS` runs (default 3) sends the mix with `tcpreplay --preload-pcap --topspeed`
+//! (the whole mix in memory: about 630 MB per million packets) from inside the namespace on one
+//! veth end: once with no capture (the sender's reference rate), then once while each capture
+//! runs on the other end. After a settle time (`EXFW_LIVE_SETTLE_MS`, default
+//! 1000) the capture is stopped with SIGTERM and its counters read: tcpdump's exit summary,
+//! exfilwatch's final JSON stats record in its alert file. Both captures get the same kernel
+//! buffer (`EXFW_LIVE_BUFFER_MIB`, default 64: tcpdump `-B`, exfilwatch `--buffer-size`); each
+//! keeps its own default snap length (tcpdump whole frames, exfilwatch 256 bytes).
+//! `EXFW_LIVE_TCPDUMP_ARGS` and `EXFW_LIVE_EXFILWATCH_ARGS` (split on white space) add flags to
+//! either, and `EXFW_LIVE_BIN` runs another exfilwatch binary, for experiments.
 //!
 //! Network safety: the namespace, the veth pair and every process that captures or sends run
 //! inside it; the namespace has no route and no address but loopback's, so nothing leaves it.
@@ -281,7 +283,8 @@ fn tcpreplay(ns: &Netns, mix: &Path, stop: &AtomicBool) -> Replay {
     let cpu0 = children_cpu();
     let mut child = ns
         .cmd("tcpreplay")
-        .args(["--topspeed", "-i", &ns.inj])
+        // Preloaded into memory: reading the file as it sends halves tcpreplay's rate here.
+        .args(["--preload-pcap", "--topspeed", "-i", &ns.inj])
         .arg(mix)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -344,6 +347,8 @@ impl Outcome {
 }
 
 struct Setup {
+    /// The exfilwatch binary: this build's, or `EXFW_LIVE_BIN` (another build, to compare).
+    bin: String,
     mix: PathBuf,
     dir: PathBuf,
     buffer_mib: u32,
@@ -364,7 +369,7 @@ fn run_once(ns: &Netns, s: &Setup, tool: &'static str, stop: &AtomicBool) -> Out
             .args(&s.tcpdump_args);
         c
     } else {
-        let mut c = ns.cmd(BIN);
+        let mut c = ns.cmd(&s.bin);
         c.args(["live", "-i", &ns.cap, "--format", "json"])
             .args(["--buffer-size", &s.buffer_mib.to_string()])
             .arg("--alerts")
@@ -554,6 +559,7 @@ fn main() {
         PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("live-{}", std::process::id()));
     fs::create_dir_all(&dir).unwrap();
     let setup = Setup {
+        bin: std::env::var("EXFW_LIVE_BIN").unwrap_or_else(|_| BIN.to_string()),
         mix,
         dir: dir.clone(),
         buffer_mib,
@@ -576,16 +582,37 @@ fn main() {
         })
         .unwrap_or_default();
     println!(
-        "exfilwatch live benchmark: {packets} packets of the SPAN-like mix, tcpreplay --topspeed \
-         into a veth pair in namespace {}, {runs} runs; kernel buffer {buffer_mib} MiB for both; \
-         settle {} ms; {} CPUs; {tcpdump_version}",
+        "exfilwatch live benchmark: {packets} packets of the SPAN-like mix, tcpreplay \
+         --preload-pcap --topspeed into a veth pair in namespace {}, {runs} runs; kernel buffer \
+         {buffer_mib} MiB for both; settle {} ms; {} CPUs; {tcpdump_version}",
         ns.name,
         settle.as_millis(),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
     );
+    if setup.bin != BIN || !setup.exfilwatch_args.is_empty() || !setup.tcpdump_args.is_empty() {
+        println!(
+            "exfilwatch: {} {}; tcpdump extra flags: {}",
+            setup.bin,
+            setup.exfilwatch_args.join(" "),
+            setup.tcpdump_args.join(" ")
+        );
+    }
     header();
     let mut totals: Vec<(&str, u64, u64, u64)> = Vec::new();
     for run in 1..=runs {
+        // The sender alone: what tcpreplay reaches here with no capture running.
+        let rx0 = ns.counter(&ns.cap, "rx_packets");
+        let r = tcpreplay(&ns, &setup.mix, &stop);
+        println!(
+            "{run:>3} {:<10} {:>9} {:>6} {:>6.2} {:>8.0} {:>9}   (no capture; tcpreplay CPU {:.2} s)",
+            "none",
+            r.sent,
+            r.failed,
+            r.seconds,
+            r.pps / 1e3,
+            ns.counter(&ns.cap, "rx_packets") - rx0,
+            r.cpu
+        );
         for tool in ["tcpdump", "exfilwatch"] {
             let o = run_once(&ns, &setup, tool, &stop);
             row(run, &o);
