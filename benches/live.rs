@@ -238,18 +238,6 @@ struct Replay {
     failed: u64,
     seconds: f64,
     pps: f64,
-    /// CPU time tcpreplay used (user + system, which includes the veth delivery to the
-    /// capture socket: it runs in the sender's context).
-    cpu: f64,
-}
-
-/// CPU seconds (user + system) of the children reaped so far.
-fn children_cpu() -> f64 {
-    // SAFETY: getrusage fills the zeroed struct we pass.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
 /// CPU seconds (user + system) per thread of a running process, by thread name.
@@ -280,7 +268,6 @@ fn thread_cpu(pid: u32) -> Vec<(String, f64)> {
 }
 
 fn tcpreplay(ns: &Netns, mix: &Path, stop: &AtomicBool) -> Replay {
-    let cpu0 = children_cpu();
     let mut child = ns
         .cmd("tcpreplay")
         // Preloaded into memory: reading the file as it sends halves tcpreplay's rate here.
@@ -300,7 +287,6 @@ fn tcpreplay(ns: &Netns, mix: &Path, stop: &AtomicBool) -> Replay {
         sleep(Duration::from_millis(5));
     }
     let out = child.wait_with_output().expect("tcpreplay output");
-    let cpu = children_cpu() - cpu0;
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -313,7 +299,6 @@ fn tcpreplay(ns: &Netns, mix: &Path, stop: &AtomicBool) -> Replay {
         failed: get("Failed packets:") as u64,
         seconds: get(" sent in "),
         pps: number_after(&text, "Mbps,").unwrap_or(0.0),
-        cpu,
     }
 }
 
@@ -505,13 +490,7 @@ fn row(run: usize, o: &Outcome) {
         .iter()
         .map(|(name, cpu)| format!("{name} {cpu:.2}"))
         .collect();
-    println!(
-        "{:>14} CPU seconds: tcpreplay {:.2} (sending {:.2} s); {}",
-        "",
-        o.replay.cpu,
-        o.replay.seconds,
-        threads.join(", ")
-    );
+    println!("{:>14} CPU seconds per thread: {}", "", threads.join(", "));
 }
 
 fn main() {
@@ -604,14 +583,13 @@ fn main() {
         let rx0 = ns.counter(&ns.cap, "rx_packets");
         let r = tcpreplay(&ns, &setup.mix, &stop);
         println!(
-            "{run:>3} {:<10} {:>9} {:>6} {:>6.2} {:>8.0} {:>9}   (no capture; tcpreplay CPU {:.2} s)",
+            "{run:>3} {:<10} {:>9} {:>6} {:>6.2} {:>8.0} {:>9}   (no capture)",
             "none",
             r.sent,
             r.failed,
             r.seconds,
             r.pps / 1e3,
             ns.counter(&ns.cap, "rx_packets") - rx0,
-            r.cpu
         );
         for tool in ["tcpdump", "exfilwatch"] {
             let o = run_once(&ns, &setup, tool, &stop);
