@@ -156,6 +156,15 @@ fn remove_stale_namespaces() {
     }
 }
 
+/// The run's scratch directory (stderr and alert files); removed on drop.
+struct WorkDir(PathBuf);
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
 /// A process we started; killed on drop.
 struct Proc {
     child: Child,
@@ -534,13 +543,14 @@ fn main() {
         mixgen::span_mix(&tmp, packets).unwrap();
         fs::rename(&tmp, &mix).unwrap();
     }
-    let dir =
-        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("live-{}", std::process::id()));
-    fs::create_dir_all(&dir).unwrap();
+    let dir = WorkDir(
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("live-{}", std::process::id())),
+    );
+    fs::create_dir_all(&dir.0).unwrap();
     let setup = Setup {
         bin: std::env::var("EXFW_LIVE_BIN").unwrap_or_else(|_| BIN.to_string()),
         mix,
-        dir: dir.clone(),
+        dir: dir.0.clone(),
         buffer_mib,
         settle,
         tcpdump_args: env_args("EXFW_LIVE_TCPDUMP_ARGS"),
@@ -616,5 +626,4 @@ fn main() {
             100.0 * (kernel + channel) as f64 / (*sent).max(1) as f64
         );
     }
-    let _ = fs::remove_dir_all(&dir);
 }
