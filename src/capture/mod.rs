@@ -360,14 +360,18 @@ fn live_err(iface: &str, e: impl std::fmt::Display) -> CaptureError {
 }
 
 impl LiveSource {
-    /// Opens and activates the capture, and compiles and sets the filter.
+    /// Opens and activates the capture, and compiles and sets the filter. Not in immediate
+    /// mode: the kernel hands packets over in ring blocks (TPACKET_V3), when one fills or after
+    /// the read timeout; immediate mode woke the reader for nearly every packet (160k wake-ups
+    /// per million packets, 3 CPU-seconds, and one-packet batches that overflowed the channel:
+    /// `cargo bench --bench live`).
     pub fn open(cfg: &LiveConfig) -> Result<LiveSource, CaptureError> {
         let iface = cfg.interface.as_str();
         let mut inactive = Capture::from_device(iface)
             .map_err(|e| live_err(iface, e))?
             .snaplen(cfg.snaplen)
             .promisc(cfg.promisc)
-            .immediate_mode(true)
+            .immediate_mode(false)
             .timeout(cfg.timeout_ms)
             .precision(Precision::Nano);
         if let Some(b) = cfg.buffer_bytes {
@@ -382,7 +386,7 @@ impl LiveSource {
                     .map_err(|e| live_err(iface, e))?
                     .snaplen(cfg.snaplen)
                     .promisc(cfg.promisc)
-                    .immediate_mode(true)
+                    .immediate_mode(false)
                     .timeout(cfg.timeout_ms);
                 if let Some(b) = cfg.buffer_bytes {
                     i = i.buffer_size(b);

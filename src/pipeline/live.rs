@@ -1,13 +1,16 @@
 //! The live pipeline: a capture thread on an interface, the bounded channel, the engine thread.
 //!
 //! Contract: the capture thread never blocks on the engine: when the channel is full the batch
-//! is dropped and counted (`channel_drops`). Batches leave at 256 packets, 20 ms after their
-//! first packet, or as soon as no further packet is waiting, and the engine flushes the alert output whenever the channel is empty, so an
-//! alert reaches the file within a read timeout (100 ms) plus processing of its packet's
-//! arrival, also when no further traffic comes. Flows expire on a one-second timer without
-//! packets. The stop flag (SIGINT/SIGTERM) ends capture within one read timeout; the engine then
-//! drains the channel, ends the flows and writes the last alerts and stats. The reopen flag
-//! (SIGHUP) makes the engine reopen the alert file by its path.
+//! is dropped and counted (`channel_drops`). The kernel hands packets over in ring blocks, when
+//! a block fills or 100 ms after its first packet (libpcap without immediate mode, TPACKET_V3,
+//! as tcpdump); batches leave at 256 packets, 20 ms after their first packet, or when no further
+//! packet is waiting and the engine has nothing queued. The engine flushes the alert output
+//! whenever the channel is empty, so an alert reaches the file within about a block timeout of
+//! its packet's arrival, also when no further traffic comes. Flows expire on a one-second timer
+//! without packets. The stop flag (SIGINT/SIGTERM) makes the capture read what the kernel still
+//! holds (until three reads find nothing, at most 0.5 s) and stop; the engine then drains the
+//! channel, ends the flows and writes the last alerts and stats. The reopen flag (SIGHUP) makes
+//! the engine reopen the alert file by its path.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,6 +31,8 @@ use crate::time::Timestamp;
 const BATCH_LINGER: Duration = Duration::from_millis(20);
 /// How often the capture thread polls libpcap's counters.
 const KERNEL_STATS_EVERY: Duration = Duration::from_secs(1);
+/// How long a stopping capture goes on reading what the kernel holds, at most.
+const DRAIN: Duration = Duration::from_millis(500);
 /// The engine's timer: flow expiry without packets, flags, stats.
 const TICK: Duration = Duration::from_millis(100);
 
@@ -456,10 +461,25 @@ fn capture_loop(
         }
     };
     let mut error = None;
-    while !stop.load(Ordering::Relaxed) {
+    // After the stop flag: keep reading what the kernel already holds (a packet ring's last
+    // block is only handed over when its timeout retires it) until reads find nothing, or for
+    // at most DRAIN on a link that never goes quiet.
+    let mut stopped: Option<Instant> = None;
+    let mut quiet = 0;
+    loop {
+        if stopped.is_none() && stop.load(Ordering::Relaxed) {
+            stopped = Some(Instant::now());
+            quiet = 0;
+        }
+        // Three empty reads: at least two full poll timeouts, longer than the ring's block
+        // timeout (the same 100 ms).
+        if stopped.is_some_and(|t| quiet >= 3 || t.elapsed() >= DRAIN) {
+            break;
+        }
         let mut idle = false;
         match src.read() {
             Ok(LiveRead::Frame(frame)) => {
+                quiet = 0;
                 c.packets += 1;
                 c.bytes += u64::from(frame.orig_len);
                 let r = decode::decode(&frame);
@@ -472,7 +492,10 @@ fn capture_loop(
                 }
             }
             // Nothing more waiting: hand over what we have now rather than after the wait.
-            Ok(LiveRead::Timeout) => idle = true,
+            Ok(LiveRead::Timeout) => {
+                idle = true;
+                quiet += 1;
+            }
             Ok(LiveRead::Skipped) => c.fanout_skipped = src.skipped(),
             Err(e) => {
                 error = Some(e);
