@@ -31,8 +31,10 @@ enum Job {
     Replace(Box<dyn Write + Send>),
 }
 
-/// The writer thread and the buffer being filled.
+/// The writer thread and the buffer being filled (or, for [`Output::writer`], the writer
+/// itself, written on the caller's thread).
 struct Spool {
+    direct: Option<Box<dyn Write + Send>>,
     buf: Vec<u8>,
     tx: Option<Sender<Job>>,
     recycled: Receiver<Vec<u8>>,
@@ -93,12 +95,26 @@ impl Spool {
                 }
             })?;
         Ok(Spool {
+            direct: None,
             buf: Vec::with_capacity(BUF),
             tx: Some(tx),
             recycled,
             error,
             thread: Some(thread),
         })
+    }
+
+    /// No thread: lines are buffered here and written on the caller's thread.
+    fn direct(w: Box<dyn Write + Send>) -> Spool {
+        let (_, recycled) = bounded(0);
+        Spool {
+            direct: Some(w),
+            buf: Vec::with_capacity(BUF),
+            tx: None,
+            recycled,
+            error: Arc::new(Mutex::new(None)),
+            thread: None,
+        }
     }
 
     fn error(&self) -> Option<io::Error> {
@@ -117,6 +133,11 @@ impl Spool {
     fn ship(&mut self) -> io::Result<()> {
         if self.buf.is_empty() {
             return Ok(());
+        }
+        if let Some(w) = self.direct.as_mut() {
+            let r = w.write_all(&self.buf);
+            self.buf.clear();
+            return r;
         }
         let next = self
             .recycled
@@ -139,6 +160,9 @@ impl Spool {
 
     fn flush(&mut self) -> io::Result<()> {
         self.ship()?;
+        if let Some(w) = self.direct.as_mut() {
+            return w.flush();
+        }
         let (ack, done) = bounded(1);
         self.send(Job::Flush(ack))?;
         match done.recv() {
@@ -152,6 +176,10 @@ impl Spool {
 
     fn replace(&mut self, w: Box<dyn Write + Send>) -> io::Result<()> {
         self.flush()?;
+        if self.direct.is_some() {
+            self.direct = Some(w);
+            return Ok(());
+        }
         self.send(Job::Replace(w))
     }
 }
@@ -229,11 +257,12 @@ impl Output {
         })))
     }
 
-    /// Any writer (buffered here). Panics only if no thread can be started.
+    /// Any writer (buffered here, written on the caller's thread: tests and fuzzing, where a
+    /// thread per output would cost more than the work).
     pub fn writer(w: Box<dyn Write + Send>) -> Output {
         Output(Inner::Own(Own {
             target: Target::Writer,
-            w: Spool::new(w).expect("starting the alert writer thread"),
+            w: Spool::direct(w),
         }))
     }
 
@@ -360,6 +389,69 @@ mod tests {
             b"2025-11-25T12:00:00Z a\n"
         );
         assert_eq!(after_open("empty", b""), b"");
+    }
+
+    /// A writer whose bytes the test can read back.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+    impl Write for Shared {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn test_lines_arrive_whole_and_in_order_through_both_spools() {
+        let lines: Vec<Vec<u8>> = (0..20_000)
+            .map(|i| format!("{{\"n\":{i},\"pad\":\"{}\"}}\n", "x".repeat(i % 300)).into_bytes())
+            .collect();
+        let want: Vec<u8> = lines.concat();
+        // Direct (Output::writer) and threaded (a file).
+        let sink = Shared::default();
+        let mut direct = Output::writer(Box::new(sink.clone()));
+        let path = std::env::temp_dir().join(format!("exfw-spool-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let mut threaded = Output::append(&path).unwrap();
+        for (i, l) in lines.iter().enumerate() {
+            direct.write_line(l).unwrap();
+            threaded.write_line(l).unwrap();
+            if i == 7_000 {
+                // A flush in the middle hands everything so far to the OS.
+                threaded.flush().unwrap();
+                let got = std::fs::read(&path).unwrap();
+                assert_eq!(got, lines[..=i].concat());
+            }
+        }
+        direct.flush().unwrap();
+        threaded.flush().unwrap();
+        assert_eq!(*sink.0.lock().unwrap(), want);
+        assert_eq!(std::fs::read(&path).unwrap(), want);
+        drop(threaded);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn test_a_write_error_surfaces_at_a_later_call() {
+        let mut out = Output::append(Path::new("/dev/full")).unwrap();
+        let line = vec![b'x'; 1000];
+        let mut failed = None;
+        for i in 0..2_000 {
+            if let Err(e) = out.write_line(&line) {
+                failed = Some((i, e));
+                break;
+            }
+        }
+        let err = match failed {
+            Some((_, e)) => e,
+            None => out.flush().unwrap_err(),
+        };
+        assert_eq!(err.kind(), io::ErrorKind::StorageFull, "{err}");
+        assert!(err.to_string().contains("No space left"), "{err}");
+        assert!(out.flush().is_err(), "the error sticks");
     }
 
     #[test]
