@@ -384,15 +384,6 @@ fn decode_ipv4_plain(bytes: &[u8]) -> Option<Result<PacketSummary, DecodeError>>
         offset,
         more,
     });
-    let proto = h[f::PROTOCOL];
-    let (transport, tcp_flags, transport_cut) = if offset != 0 {
-        (Transport::None, 0, false)
-    } else {
-        match decode_transport(proto, payload) {
-            Ok(t) => t,
-            Err(e) => return Some(Err(e)),
-        }
-    };
     let addr = |r: core::ops::Range<usize>| {
         IpAddr::V4(Ipv4Addr::new(
             h[r.start],
@@ -401,21 +392,49 @@ fn decode_ipv4_plain(bytes: &[u8]) -> Option<Result<PacketSummary, DecodeError>>
             h[r.start + 3],
         ))
     };
-    Some(Ok(PacketSummary {
+    let ip = IpParts {
+        src: addr(f::SRC),
+        dst: addr(f::DST),
+        ip_len,
+        fragment,
+        proto: h[f::PROTOCOL],
+    };
+    Some(summarise(ip, payload, incomplete))
+}
+
+/// What the IP layer told us, for [`summarise`].
+struct IpParts {
+    src: IpAddr,
+    dst: IpAddr,
+    ip_len: u32,
+    fragment: Option<Fragment>,
+    proto: u8,
+}
+
+/// The summary of an IP packet whose transport header starts `payload` (`incomplete`: the
+/// IP payload was cut short). Later fragments carry no transport header.
+fn summarise(ip: IpParts, payload: &[u8], incomplete: bool) -> Result<PacketSummary, DecodeError> {
+    let later_fragment = ip.fragment.is_some_and(|f| f.offset != 0);
+    let (transport, tcp_flags, transport_cut) = if later_fragment {
+        (Transport::None, 0, false)
+    } else {
+        decode_transport(ip.proto, payload)?
+    };
+    Ok(PacketSummary {
         ts: Timestamp::default(),
         pcap_cnt: 0,
         linktype: 0,
         orig_len: 0,
-        ip_len,
+        ip_len: ip.ip_len,
         vlans: Vlans::NONE,
-        src: addr(f::SRC),
-        dst: addr(f::DST),
-        proto,
+        src: ip.src,
+        dst: ip.dst,
+        proto: ip.proto,
         transport,
         tcp_flags,
-        fragment,
+        fragment: ip.fragment,
         truncated: incomplete || transport_cut,
-    }))
+    })
 }
 
 /// Any IP packet, through etherparse's lax slicing.
@@ -496,28 +515,14 @@ fn decode_ip_general(bytes: &[u8]) -> Result<PacketSummary, DecodeError> {
             )
         }
     };
-    let proto = payload.ip_number.0;
-    let later_fragment = fragment.is_some_and(|f| f.offset != 0);
-    let (transport, tcp_flags, transport_cut) = if later_fragment {
-        (Transport::None, 0, false)
-    } else {
-        decode_transport(proto, payload.payload)?
-    };
-    Ok(PacketSummary {
-        ts: Timestamp::default(),
-        pcap_cnt: 0,
-        linktype: 0,
-        orig_len: 0,
-        ip_len,
-        vlans: Vlans::NONE,
+    let ip = IpParts {
         src,
         dst,
-        proto,
-        transport,
-        tcp_flags,
+        ip_len,
         fragment,
-        truncated: payload.incomplete || transport_cut,
-    })
+        proto: payload.ip_number.0,
+    };
+    summarise(ip, payload.payload, payload.incomplete)
 }
 
 mod field {
