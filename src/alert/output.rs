@@ -31,14 +31,27 @@ enum Job {
     Replace(Box<dyn Write + Send>),
 }
 
-/// The writer thread and the buffer being filled (or, for [`Output::writer`], the writer
-/// itself, written on the caller's thread).
+/// Lines being gathered into a buffer, and where full buffers go.
 struct Spool {
-    direct: Option<Box<dyn Write + Send>>,
     buf: Vec<u8>,
+    sink: Sink,
+}
+
+enum Sink {
+    /// Written on the caller's thread ([`Output::writer`]: tests and fuzzing).
+    Direct(Box<dyn Write + Send>),
+    /// Handed to the output's writer thread.
+    Thread(WriterThread),
+}
+
+/// A first write error, kept as kind and text (`io::Error` is not `Clone`).
+type Failure = Option<(io::ErrorKind, String)>;
+
+struct WriterThread {
+    /// `None` once dropped: the thread then writes what is left and ends.
     tx: Option<Sender<Job>>,
     recycled: Receiver<Vec<u8>>,
-    error: Arc<Mutex<Option<(io::ErrorKind, String)>>>,
+    error: Arc<Mutex<Failure>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -46,8 +59,8 @@ fn as_io(e: &(io::ErrorKind, String)) -> io::Error {
     io::Error::new(e.0, e.1.clone())
 }
 
-impl Spool {
-    fn new(mut w: Box<dyn Write + Send>) -> io::Result<Spool> {
+impl WriterThread {
+    fn start(mut w: Box<dyn Write + Send>) -> io::Result<WriterThread> {
         let (tx, rx) = bounded::<Job>(WAITING);
         let (recycle_tx, recycled) = bounded::<Vec<u8>>(WAITING + 1);
         let error = Arc::new(Mutex::new(None));
@@ -55,66 +68,50 @@ impl Spool {
         let thread = std::thread::Builder::new()
             .name("exfilwatch-writer".into())
             .spawn(move || {
-                let fail = |e: io::Error| {
-                    if let Ok(mut slot) = err.lock() {
-                        slot.get_or_insert((e.kind(), e.to_string()));
-                    }
+                // After the first error nothing more is written; the error is kept. The lock
+                // is not held while writing: the engine checks it before every line.
+                let failure = || {
+                    err.lock().map_or_else(
+                        |_| Some((io::ErrorKind::Other, "output lock poisoned".into())),
+                        |e| e.clone(),
+                    )
                 };
-                let failed = || err.lock().map(|e| e.is_some()).unwrap_or(true);
+                let run = |w: &mut Box<dyn Write + Send>,
+                           op: &dyn Fn(&mut Box<dyn Write + Send>) -> io::Result<()>|
+                 -> Failure {
+                    if failure().is_none() {
+                        if let Err(e) = op(w) {
+                            if let Ok(mut slot) = err.lock() {
+                                slot.get_or_insert((e.kind(), e.to_string()));
+                            }
+                        }
+                    }
+                    failure()
+                };
                 for job in rx {
                     match job {
                         Job::Data(mut b) => {
-                            if !failed() {
-                                if let Err(e) = w.write_all(&b) {
-                                    fail(e);
-                                }
-                            }
+                            run(&mut w, &|w| w.write_all(&b));
                             b.clear();
                             let _ = recycle_tx.try_send(b);
                         }
                         Job::Flush(ack) => {
-                            if !failed() {
-                                if let Err(e) = w.flush() {
-                                    fail(e);
-                                }
-                            }
-                            let _ = ack.send(err.lock().ok().and_then(|e| e.clone()));
+                            let _ = ack.send(run(&mut w, &|w| w.flush()));
                         }
                         Job::Replace(new) => {
-                            if let Err(e) = w.flush() {
-                                fail(e);
-                            }
+                            run(&mut w, &|w| w.flush());
                             w = new;
                         }
                     }
                 }
-                if !failed() {
-                    if let Err(e) = w.flush() {
-                        fail(e);
-                    }
-                }
+                run(&mut w, &|w| w.flush());
             })?;
-        Ok(Spool {
-            direct: None,
-            buf: Vec::with_capacity(BUF),
+        Ok(WriterThread {
             tx: Some(tx),
             recycled,
             error,
             thread: Some(thread),
         })
-    }
-
-    /// No thread: lines are buffered here and written on the caller's thread.
-    fn direct(w: Box<dyn Write + Send>) -> Spool {
-        let (_, recycled) = bounded(0);
-        Spool {
-            direct: Some(w),
-            buf: Vec::with_capacity(BUF),
-            tx: None,
-            recycled,
-            error: Arc::new(Mutex::new(None)),
-            thread: None,
-        }
     }
 
     fn error(&self) -> Option<io::Error> {
@@ -129,27 +126,60 @@ impl Spool {
                 .unwrap_or_else(|| io::Error::other("the alert writer thread is gone"))),
         }
     }
+}
 
+impl Drop for WriterThread {
+    fn drop(&mut self) {
+        // Let the thread write what it was given and finish.
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Spool {
+    fn threaded(w: Box<dyn Write + Send>) -> io::Result<Spool> {
+        Ok(Spool {
+            buf: Vec::with_capacity(BUF),
+            sink: Sink::Thread(WriterThread::start(w)?),
+        })
+    }
+
+    fn direct(w: Box<dyn Write + Send>) -> Spool {
+        Spool {
+            buf: Vec::with_capacity(BUF),
+            sink: Sink::Direct(w),
+        }
+    }
+
+    /// Hands the gathered lines on.
     fn ship(&mut self) -> io::Result<()> {
         if self.buf.is_empty() {
             return Ok(());
         }
-        if let Some(w) = self.direct.as_mut() {
-            let r = w.write_all(&self.buf);
-            self.buf.clear();
-            return r;
+        match &mut self.sink {
+            Sink::Direct(w) => {
+                let r = w.write_all(&self.buf);
+                self.buf.clear();
+                r
+            }
+            Sink::Thread(t) => {
+                let next = t
+                    .recycled
+                    .try_recv()
+                    .unwrap_or_else(|_| Vec::with_capacity(BUF));
+                let full = std::mem::replace(&mut self.buf, next);
+                t.send(Job::Data(full))
+            }
         }
-        let next = self
-            .recycled
-            .try_recv()
-            .unwrap_or_else(|_| Vec::with_capacity(BUF));
-        let full = std::mem::replace(&mut self.buf, next);
-        self.send(Job::Data(full))
     }
 
     fn write_line(&mut self, line: &[u8]) -> io::Result<()> {
-        if let Some(e) = self.error() {
-            return Err(e);
+        if let Sink::Thread(t) = &self.sink {
+            if let Some(e) = t.error() {
+                return Err(e);
+            }
         }
         if self.buf.len() + line.len() > BUF {
             self.ship()?;
@@ -160,38 +190,38 @@ impl Spool {
 
     fn flush(&mut self) -> io::Result<()> {
         self.ship()?;
-        if let Some(w) = self.direct.as_mut() {
-            return w.flush();
-        }
-        let (ack, done) = bounded(1);
-        self.send(Job::Flush(ack))?;
-        match done.recv() {
-            Ok(None) => Ok(()),
-            Ok(Some(e)) => Err(as_io(&e)),
-            Err(_) => Err(self
-                .error()
-                .unwrap_or_else(|| io::Error::other("the alert writer thread is gone"))),
+        match &mut self.sink {
+            Sink::Direct(w) => w.flush(),
+            Sink::Thread(t) => {
+                let (ack, done) = bounded(1);
+                t.send(Job::Flush(ack))?;
+                match done.recv() {
+                    Ok(None) => Ok(()),
+                    Ok(Some(e)) => Err(as_io(&e)),
+                    Err(_) => Err(t
+                        .error()
+                        .unwrap_or_else(|| io::Error::other("the alert writer thread is gone"))),
+                }
+            }
         }
     }
 
-    fn replace(&mut self, w: Box<dyn Write + Send>) -> io::Result<()> {
+    fn replace(&mut self, new: Box<dyn Write + Send>) -> io::Result<()> {
         self.flush()?;
-        if self.direct.is_some() {
-            self.direct = Some(w);
-            return Ok(());
+        match &mut self.sink {
+            Sink::Direct(w) => {
+                *w = new;
+                Ok(())
+            }
+            Sink::Thread(t) => t.send(Job::Replace(new)),
         }
-        self.send(Job::Replace(w))
     }
 }
 
 impl Drop for Spool {
     fn drop(&mut self) {
-        // Hand over what is left and let the thread finish writing it.
+        // Hand over what is left (the sink's own drop then lets the thread finish).
         let _ = self.ship();
-        self.tx = None;
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 
@@ -245,7 +275,7 @@ impl Output {
         let fd = io::stdout().as_fd().try_clone_to_owned()?;
         Ok(Output(Inner::Own(Own {
             target: Target::Stdout,
-            w: Spool::new(Box::new(File::from(fd)))?,
+            w: Spool::threaded(Box::new(File::from(fd)))?,
         })))
     }
 
@@ -253,7 +283,7 @@ impl Output {
     pub fn append(path: &Path) -> io::Result<Output> {
         Ok(Output(Inner::Own(Own {
             target: Target::File(path.to_path_buf()),
-            w: Spool::new(Box::new(open_append(path)?))?,
+            w: Spool::threaded(Box::new(open_append(path)?))?,
         })))
     }
 
