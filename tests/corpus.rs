@@ -29,12 +29,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{ci, run, Output};
+use common::{ci, par_map, run, tshark, Output};
 
 const BIN: &str = env!("CARGO_BIN_EXE_exfilwatch");
 
@@ -207,20 +206,9 @@ severity = "info"
 #[test]
 fn new_connection_tuples_match_tshark() {
     let Some(files) = corpus_files() else { return };
-    let tshark = std::env::var("TSHARK").unwrap_or_else(|_| "tshark".to_string());
-    if let Err(e) = Command::new(&tshark)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-    {
-        let msg = format!("tshark ({tshark}) not runnable: {e}; differential test skipped");
-        if ci() {
-            panic!("{msg} (CI=true: install tshark, e.g. `apt-get install -y tshark`)");
-        }
-        println!("SKIPPED: {msg}");
+    let Some(tshark) = tshark("differential test") else {
         return;
-    }
+    };
     let run_all = std::env::var("EXFILWATCH_TSHARK_ALL").is_ok_and(|v| v == "1" || v == "true");
     let rules = write_temp("corpus-any-syn-rules.toml", ANY_SYN_RULES);
     let mut problems = Vec::new();
@@ -857,30 +845,4 @@ fn write_temp(name: &str, contents: &str) -> PathBuf {
         Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{}-{name}", std::process::id()));
     std::fs::write(&path, contents).expect("write temporary rules file");
     path
-}
-
-/// `f` over `items` on a few threads; results in the order of `items`.
-fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8));
-    let next = AtomicUsize::new(0);
-    let mut results: Vec<(usize, R)> = std::thread::scope(|s| {
-        let workers: Vec<_> = (0..threads)
-            .map(|_| {
-                s.spawn(|| {
-                    let mut done = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(item) = items.get(i) else { break done };
-                        done.push((i, f(item)));
-                    }
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|w| w.join().expect("worker thread panicked"))
-            .collect()
-    });
-    results.sort_by_key(|(i, _)| *i);
-    results.into_iter().map(|(_, r)| r).collect()
 }

@@ -18,14 +18,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use exfilwatch::capture::FileSource;
 use exfilwatch::time::Timestamp;
 
 mod common;
-use common::{ci, run};
+use common::{par_map, run, tshark};
 
 const BIN: &str = env!("CARGO_BIN_EXE_exfilwatch");
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -160,18 +159,9 @@ fn tshark_syns(tshark: &str, file: &Path) -> Result<(Vec<Syn>, u64), String> {
 
 #[test]
 fn multi_link_pcapng_matches_tshark() {
-    let tshark = std::env::var("TSHARK").unwrap_or_else(|_| "tshark".to_string());
-    if let Err(e) = Command::new(&tshark)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-    {
-        let msg = format!("tshark ({tshark}) not runnable: {e}; comparison skipped");
-        assert!(!ci(), "{msg} (CI=true: install tshark)");
-        println!("SKIPPED: {msg}");
+    let Some(tshark) = tshark("comparison") else {
         return;
-    }
+    };
     let rules = tmp("any-syn.toml");
     std::fs::write(&rules, ANY_SYN_RULES).expect("rules file");
     let mut problems = Vec::new();
@@ -349,30 +339,4 @@ fn every_cut_of_a_multi_link_file_reads_a_prefix() {
         problems.len(),
         problems.join("\n")
     );
-}
-
-/// `f` over `items` on a few threads, results in order.
-fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8));
-    let next = AtomicUsize::new(0);
-    let mut results: Vec<(usize, R)> = std::thread::scope(|s| {
-        let workers: Vec<_> = (0..threads)
-            .map(|_| {
-                s.spawn(|| {
-                    let mut done = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(item) = items.get(i) else { break done };
-                        done.push((i, f(item)));
-                    }
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|w| w.join().expect("worker thread panicked"))
-            .collect()
-    });
-    results.sort_by_key(|(i, _)| *i);
-    results.into_iter().map(|(_, r)| r).collect()
 }

@@ -32,11 +32,11 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 mod common;
-use common::{ci, run};
+use common::{ci, run, tshark};
 
 const BIN: &str = env!("CARGO_BIN_EXE_exfilwatch");
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -347,20 +347,9 @@ const NO_RULES: &str = "# No rules: the flow records are all this run is for.\n"
 
 #[test]
 fn flow_counters_match_tshark() {
-    let tshark = std::env::var("TSHARK").unwrap_or_else(|_| "tshark".to_string());
-    if let Err(e) = Command::new(&tshark)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-    {
-        let msg = format!("tshark ({tshark}) not runnable: {e}; flow counter test skipped");
-        if ci() {
-            panic!("{msg} (CI=true: install tshark, e.g. `apt-get install -y tshark`)");
-        }
-        println!("SKIPPED: {msg}");
+    let Some(tshark) = tshark("flow counter test") else {
         return;
-    }
+    };
     let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut files: Vec<(String, PathBuf)> = FIXTURES
         .iter()

@@ -4,6 +4,7 @@
 
 use std::io::Read;
 use std::process::{Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 pub fn ci() -> bool {
@@ -70,4 +71,51 @@ pub fn run(cmd: &mut Command, timeout: Duration) -> Result<Output, String> {
         stdout,
         stderr,
     })
+}
+
+/// The tshark to compare with (`TSHARK`, default `tshark` on PATH), or `None` after saying why
+/// `what` is skipped; under `CI=true` a missing tshark is a failure.
+pub fn tshark(what: &str) -> Option<String> {
+    let tshark = std::env::var("TSHARK").unwrap_or_else(|_| "tshark".to_string());
+    if let Err(e) = Command::new(&tshark)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+    {
+        let msg = format!("tshark ({tshark}) not runnable: {e}; {what} skipped");
+        assert!(
+            !ci(),
+            "{msg} (CI=true: install tshark, e.g. `apt-get install -y tshark`)"
+        );
+        println!("SKIPPED: {msg}");
+        return None;
+    }
+    Some(tshark)
+}
+
+/// `f` over `items` on a few threads; results in the order of `items`.
+pub fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8));
+    let next = AtomicUsize::new(0);
+    let mut results: Vec<(usize, R)> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(item) = items.get(i) else { break done };
+                        done.push((i, f(item)));
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("worker thread panicked"))
+            .collect()
+    });
+    results.sort_by_key(|(i, _)| *i);
+    results.into_iter().map(|(_, r)| r).collect()
 }
