@@ -80,11 +80,13 @@ impl NetIndex {
 
     fn lookup(&self, ip: IpAddr, out: &mut Vec<usize>) {
         for (v6, len, map) in &self.levels {
-            let (is6, key) = masked(ip, *len);
-            if is6 == *v6 {
-                if let Some(r) = map.get(&key) {
-                    out.extend_from_slice(r);
-                }
+            // Only levels of the address's own family (masking an IPv4 address to an IPv6
+            // prefix length would also overflow the shift).
+            if ip.is_ipv6() != *v6 {
+                continue;
+            }
+            if let Some(r) = map.get(&masked(ip, *len).1) {
+                out.extend_from_slice(r);
             }
         }
     }
