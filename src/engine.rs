@@ -280,10 +280,50 @@ impl Engine {
 
     /// Processes one packet read from `file`. An error is an output failing.
     pub fn process(&mut self, p: &PacketSummary, file: &str) -> io::Result<()> {
+        self.process_hashed(p, file, None)
+    }
+
+    /// Processes packets read from `file`, in order, exactly as [`Engine::process`] one by
+    /// one would. Meanwhile the flow table's memory for the packets a few places ahead is
+    /// being loaded (hash, then index bucket, then flow and list nodes, one step apart), so
+    /// tracking a flow that is not in cache seldom waits for memory.
+    pub fn process_batch(&mut self, batch: &[PacketSummary], file: &str) -> io::Result<()> {
+        // Packets between look-ahead steps; the ring holds every packet in flight.
+        const STEP: usize = 4;
+        const RING: usize = 16;
+        const _: () = assert!(RING > 3 * STEP);
+        let mut hashes = [None; RING];
+        let mut slots = [None; RING];
+        let n = batch.len();
+        for i in 0..n + 3 * STEP {
+            if let Some(p) = batch.get(i) {
+                hashes[i % RING] = self.flows.lookahead_hash(p);
+            }
+            if let Some(j) = i.checked_sub(STEP).filter(|&j| j < n) {
+                slots[j % RING] = self.flows.lookahead_flow(hashes[j % RING]);
+            }
+            if let Some(j) = i.checked_sub(2 * STEP).filter(|&j| j < n) {
+                self.flows.lookahead_links(slots[j % RING]);
+            }
+            if let Some(j) = i.checked_sub(3 * STEP) {
+                if let Some(p) = batch.get(j) {
+                    self.process_hashed(p, file, hashes[j % RING])?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn process_hashed(
+        &mut self,
+        p: &PacketSummary,
+        file: &str,
+        hash: Option<u32>,
+    ) -> io::Result<()> {
         self.packets += 1;
         self.flows.advance(p.ts);
         self.limiter.sweep(self.flows.now());
-        let tracked = self.flows.track(p);
+        let tracked = self.flows.track_hashed(p, hash);
         self.handle_ended()?;
         let Some(t) = tracked else {
             return Ok(());

@@ -16,8 +16,10 @@
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
 
-use hashbrown::HashTable;
 use std::net::IpAddr;
+
+mod index;
+use index::{prefetch, Index};
 
 use crate::decode::{proto, tcp_flags, PacketSummary, Transport, Vlans};
 use crate::time::{Duration, Timestamp};
@@ -290,9 +292,9 @@ impl FragKey {
 pub struct FlowTable {
     cfg: FlowConfig,
     timeouts: [Duration; CLASSES],
-    /// Slot numbers, hashed by their flow's key (the key lives in the slab only: 4 bytes per
-    /// entry instead of 60, and a hit touches the flow it is about to update anyway).
-    map: HashTable<Bucket>,
+    /// Slot numbers, hashed by their flow's key (the key lives in the slab only: 8 bytes per
+    /// entry instead of 64, and a hit touches the flow it is about to update anyway).
+    map: Index,
     hasher: foldhash::fast::RandomState,
     /// Flows in the slab.
     live: usize,
@@ -324,7 +326,7 @@ impl FlowTable {
                 cfg.other,
             ],
             cfg,
-            map: HashTable::new(),
+            map: Index::default(),
             hasher: foldhash::fast::RandomState::default(),
             live: 0,
             slab: Vec::new(),
@@ -421,9 +423,59 @@ impl FlowTable {
         }
     }
 
+    /// Look-ahead for a packet a few packets before it is tracked, first step: its key's hash
+    /// (`None` for a later fragment, whose key comes from its first fragment), after asking
+    /// the CPU to load the index bucket the lookup will start at. Pass the hash on to
+    /// [`FlowTable::lookahead_flow`] and to [`FlowTable::track_hashed`]. Look-ahead changes
+    /// nothing in the table: it only warms the cache.
+    pub fn lookahead_hash(&self, p: &PacketSummary) -> Option<u32> {
+        if p.fragment.is_some_and(|f| f.offset != 0) {
+            return None;
+        }
+        let hash = self.hash(&FlowKey::of(p).0);
+        self.map.prefetch(hash);
+        Some(hash)
+    }
+
+    /// Look-ahead, second step (once the bucket is likely loaded): the slot the lookup will
+    /// most likely find, after asking the CPU to load its flow and list node. A guess: the
+    /// flow may be gone or another by the time the packet is tracked.
+    pub fn lookahead_flow(&self, hash: Option<u32>) -> Option<u32> {
+        let slot = self.map.hint(hash?)?;
+        let f = self.slab.get(slot as usize)?;
+        prefetch(f);
+        // A flow spans two cache lines.
+        let end = (f as *const Option<Flow>)
+            .cast::<u8>()
+            .wrapping_add(size_of::<Option<Flow>>() - 1);
+        // SAFETY: `end` is the last byte of `*f`, inside the same allocation.
+        prefetch(unsafe { &*end });
+        prefetch(self.nodes.get(slot as usize)?);
+        Some(slot)
+    }
+
+    /// Look-ahead, third step: the list nodes beside the slot's, which moving the flow to the
+    /// back of its list writes.
+    pub fn lookahead_links(&self, slot: Option<u32>) {
+        let Some(n) = slot.and_then(|s| self.nodes.get(s as usize)) else {
+            return;
+        };
+        for s in [n.prev, n.next] {
+            if let Some(m) = self.nodes.get(s as usize) {
+                prefetch(m);
+            }
+        }
+    }
+
     /// Accounts a packet to its flow (call [`FlowTable::advance`] first). Returns `None` for a
     /// later fragment whose first fragment is unknown.
     pub fn track(&mut self, p: &PacketSummary) -> Option<Tracked> {
+        self.track_hashed(p, None)
+    }
+
+    /// [`FlowTable::track`] with the key's hash from [`FlowTable::lookahead_hash`] (`None`:
+    /// computed here).
+    pub fn track_hashed(&mut self, p: &PacketSummary, hash: Option<u32>) -> Option<Tracked> {
         let later_fragment = p.fragment.filter(|f| f.offset != 0);
         let (key, from_lo) = match later_fragment {
             Some(f) => match self.frags.get(&FragKey::of(p, f.id)) {
@@ -447,20 +499,19 @@ impl FlowTable {
         let mut created = false;
         // Below the cap, one hash probe finds the flow or the place for a new one.
         let below_cap = self.live < self.cfg.max_flows.max(1);
-        let hash = self.hash(&key);
+        let hash = match hash {
+            Some(h) if later_fragment.is_none() => h,
+            _ => self.hash(&key),
+        };
+        debug_assert_eq!(hash, self.hash(&key));
         let found = if below_cap && later_fragment.is_none() {
             let slab = &self.slab;
-            let entry = self.map.entry(
-                widen(hash),
-                |b| b.hash == hash && key_of(slab, b.slot) == Some(&key),
-                |b| widen(b.hash),
-            );
-            match entry {
-                hashbrown::hash_table::Entry::Occupied(e) => Some(e.get().slot),
-                hashbrown::hash_table::Entry::Vacant(v) => {
+            match self.map.find(hash, |slot| key_of(slab, slot) == Some(&key)) {
+                Some(slot) => Some(slot),
+                None => {
                     // The slot `new_flow` will use: the top of the free list, or the next one.
                     let slot = self.free.last().copied().unwrap_or(self.slab.len() as u32);
-                    v.insert(Bucket { slot, hash });
+                    self.map.insert(hash, slot);
                     created = true;
                     None
                 }
@@ -576,14 +627,10 @@ impl FlowTable {
     /// The slot of the flow with `key` (whose hash is `hash`).
     fn find(&self, hash: u32, key: &FlowKey) -> Option<u32> {
         let slab = &self.slab;
-        self.map
-            .find(widen(hash), |b| {
-                b.hash == hash && key_of(slab, b.slot) == Some(key)
-            })
-            .map(|b| b.slot)
+        self.map.find(hash, |slot| key_of(slab, slot) == Some(key))
     }
 
-    /// The 32 bits of a key's hash the table keeps (see [`widen`]).
+    /// The 32 bits of a key's hash the index keeps.
     fn hash(&self, key: &FlowKey) -> u32 {
         self.hasher.hash_one(key) as u32
     }
@@ -593,8 +640,7 @@ impl FlowTable {
             self.evict_longest_idle();
         }
         let slot = self.new_flow(key, from_lo, p);
-        self.map
-            .insert_unique(widen(hash), Bucket { slot, hash }, |b| widen(b.hash));
+        self.map.insert(hash, slot);
         self.stats.peak = self.stats.peak.max(self.live as u64);
         slot
     }
@@ -660,9 +706,7 @@ impl FlowTable {
             self.live -= 1;
             if !self.map.is_empty() {
                 let hash = self.hash(&flow.key);
-                if let Ok(e) = self.map.find_entry(widen(hash), |b| b.slot == slot) {
-                    e.remove();
-                }
+                self.map.remove(hash, slot);
             }
             self.free.push(slot);
             let reason = match (reason, flow.close_reason) {
@@ -738,21 +782,6 @@ struct Node {
     activity: Timestamp,
     prev: u32,
     next: u32,
-}
-
-/// A hash-table entry: the flow's slot and 32 bits of its key's hash, kept so that growing the
-/// table never reads the slab (a million random reads in a flood) and most mismatches are
-/// settled without touching the flow.
-#[derive(Clone, Copy, Debug)]
-struct Bucket {
-    slot: u32,
-    hash: u32,
-}
-
-/// The table's 64-bit hash from the kept 32 bits: hashbrown takes its 7-bit tag from the top
-/// and the bucket index from the bottom, both from the key's hash this way.
-fn widen(h: u32) -> u64 {
-    (u64::from(h) << 32) | u64::from(h)
 }
 
 /// The key of the flow in `slot`, if any.

@@ -398,9 +398,7 @@ fn engine_loop(
     loop {
         match rx.recv_timeout(TICK) {
             Ok(Msg::Batch(mut batch)) => {
-                for p in &batch {
-                    engine.process(p, "")?;
-                }
+                engine.process_batch(&batch, "")?;
                 batch.clear();
                 let _ = recycle.try_send(batch);
             }

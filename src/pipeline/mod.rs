@@ -123,9 +123,7 @@ fn run_engine(
         match msg {
             Msg::File(name) => file = name,
             Msg::Batch(mut batch) => {
-                for p in &batch {
-                    engine.process(p, &file)?;
-                }
+                engine.process_batch(&batch, &file)?;
                 batch.clear();
                 let _ = recycle.try_send(batch);
             }
