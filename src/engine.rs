@@ -13,8 +13,8 @@ use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
 
-use crate::alert::{Alert, AlertWriter, FlowCounters, Limiter, Output, Verdict};
-use crate::community_id::{community_id_v1, community_id_v1_fixed};
+use crate::alert::{AlertWriter, Context, FlowCounters, Limiter, Output, Record, Verdict};
+use crate::community_id::community_id_v1;
 use crate::decode::{proto, PacketSummary, Transport};
 use crate::flow::{Direction, EndReason, Flow, FlowState, FlowStats, FlowTable};
 use crate::rules::eval::{has_ports, Evaluator, Match};
@@ -142,6 +142,22 @@ impl Zones {
             .find(|(n, _)| n.contains(ip))
             .map_or("any", |(_, z)| z.as_str())
     }
+
+    /// [`Zones::of`] as an index into [`Zones::names`].
+    fn index(&self, ip: IpAddr) -> u32 {
+        self.nets
+            .iter()
+            .position(|(n, _)| n.contains(ip))
+            .map_or(0, |i| i as u32 + 1)
+    }
+
+    /// Zone names by [`Zones::of`]'s index: `any` (in no watched network), then one per
+    /// network.
+    fn names(&self) -> Vec<String> {
+        std::iter::once("any".to_string())
+            .chain(self.nets.iter().map(|(_, z)| z.clone()))
+            .collect()
+    }
 }
 
 /// Extra facts a match carries to its alert.
@@ -231,6 +247,8 @@ impl Engine {
             .flat_map(|s| s.networks().iter().copied())
             .collect();
         let counts = vec![RuleCounts::default(); rules.rules.len() + 1];
+        let mut writer = writer;
+        writer.set_context(alert_context(&rules, policy_rule.as_ref(), &zones, None));
         Engine {
             rules,
             eval,
@@ -276,6 +294,12 @@ impl Engine {
     /// Live mode: alerts name the interface (`in_iface`) instead of a file.
     pub fn set_interface(&mut self, name: &str) {
         self.iface = Some(name.to_string());
+        self.writer.set_context(alert_context(
+            &self.rules,
+            self.policy_rule.as_ref(),
+            &self.zones,
+            self.iface.clone(),
+        ));
     }
 
     /// Processes one packet read from `file`. An error is an output failing.
@@ -440,7 +464,7 @@ impl Engine {
             };
             // The hash is the flow's: for ICMP, the flow key's type/code equivalents, oriented
             // from the alert's source (the packet's own type/code only go in icmp_type/code).
-            let ports = match (m.src_port, m.dest_port) {
+            let hash_ports = match (m.src_port, m.dest_port) {
                 (Some(s), Some(d)) => Some((s, d)),
                 _ if matches!(flow.key.proto, proto::ICMP | proto::ICMPV6) => {
                     let (a, b) = if flow.initiator().addr == m.src {
@@ -452,13 +476,9 @@ impl Engine {
                 }
                 _ => None,
             };
-            let zones = match extra {
-                Extra::Zones => Some((self.zones.of(m.src), self.zones.of(m.dest))),
-                _ => None,
-            };
-            let alert = Alert {
+            let record = Record {
                 ts: p.ts,
-                rule,
+                rule: m.rule as u32,
                 proto: flow.key.proto,
                 src: m.src,
                 src_port: m.src_port,
@@ -466,19 +486,20 @@ impl Engine {
                 dest_port: m.dest_port,
                 icmp,
                 vlans: p.vlans,
-                community_id: community_id_v1_fixed(0, m.src, m.dest, flow.key.proto, ports),
+                hash_ports,
                 suppressed,
-                pcap_filename: file,
                 pcap_cnt: p.pcap_cnt,
-                in_iface: self.iface.as_deref(),
                 flow: Some(counters),
                 window: match extra {
                     Extra::Window(sum, w) => Some((*sum, *w)),
                     _ => None,
                 },
-                zones,
+                zones: match extra {
+                    Extra::Zones => Some((self.zones.index(m.src), self.zones.index(m.dest))),
+                    _ => None,
+                },
             };
-            self.writer.write(&alert)?;
+            self.writer.write_record(&record, file)?;
             self.counts[m.rule].alerts += 1;
         }
         Ok(())
@@ -770,6 +791,21 @@ fn check_watches(
             },
             _ => {}
         }
+    }
+}
+
+/// What alert records refer to: the rules by their match index (the policy's pseudo-rule right
+/// after the configured ones), the zone names, the capture interface.
+fn alert_context(
+    rules: &RuleSet,
+    policy: Option<&Rule>,
+    zones: &Zones,
+    iface: Option<String>,
+) -> Context {
+    Context {
+        rules: rules.rules.iter().chain(policy).cloned().collect(),
+        zones: zones.names(),
+        iface,
     }
 }
 

@@ -57,6 +57,72 @@ pub struct Alert<'a> {
     pub zones: Option<(&'a str, &'a str)>,
 }
 
+/// An alert as the engine hands it over: everything by value, the rule and zone names by index
+/// into a [`Context`], so that it can cross to the output's thread and be formatted there.
+#[derive(Debug, Clone, Copy)]
+pub struct Record {
+    pub ts: Timestamp,
+    /// Index into [`Context::rules`].
+    pub rule: u32,
+    pub proto: u8,
+    pub src: IpAddr,
+    pub src_port: Option<u16>,
+    pub dest: IpAddr,
+    pub dest_port: Option<u16>,
+    pub icmp: Option<(u8, u8)>,
+    pub vlans: Vlans,
+    /// The ports Community ID hashes, oriented from `src` (for ICMP, the flow key's type/code
+    /// equivalents).
+    pub hash_ports: Option<(u16, u16)>,
+    pub suppressed: u64,
+    pub pcap_cnt: u64,
+    pub flow: Option<FlowCounters>,
+    pub window: Option<(u64, Duration)>,
+    /// Indexes into [`Context::zones`] of the initiator's and the responder's zones.
+    pub zones: Option<(u32, u32)>,
+}
+
+/// What [`Record`]s refer to: fixed for an engine's life.
+#[derive(Debug, Default, Clone)]
+pub struct Context {
+    pub rules: Vec<Rule>,
+    pub zones: Vec<String>,
+    /// The capture interface (live): alerts carry `in_iface` instead of the file.
+    pub iface: Option<String>,
+}
+
+impl Record {
+    /// The alert `self` stands for (`None` if its rule is not in `ctx`), from `file`.
+    pub fn view<'a>(&self, ctx: &'a Context, file: &'a str) -> Option<Alert<'a>> {
+        let zone = |i: u32| ctx.zones.get(i as usize).map_or("any", String::as_str);
+        Some(Alert {
+            ts: self.ts,
+            rule: ctx.rules.get(self.rule as usize)?,
+            proto: self.proto,
+            src: self.src,
+            src_port: self.src_port,
+            dest: self.dest,
+            dest_port: self.dest_port,
+            icmp: self.icmp,
+            vlans: self.vlans,
+            community_id: crate::community_id::community_id_v1_fixed(
+                0,
+                self.src,
+                self.dest,
+                self.proto,
+                self.hash_ports,
+            ),
+            suppressed: self.suppressed,
+            pcap_filename: file,
+            pcap_cnt: self.pcap_cnt,
+            in_iface: ctx.iface.as_deref(),
+            flow: self.flow,
+            window: self.window,
+            zones: self.zones.map(|(a, b)| (zone(a), zone(b))),
+        })
+    }
+}
+
 /// A flow's counters as alerts and flow records report them (IP-layer bytes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct FlowCounters {
@@ -95,12 +161,17 @@ impl FlowCounters {
     }
 }
 
-/// Writes alerts to a byte stream in one [`Format`].
+/// Writes alerts to a byte stream in one [`Format`]. To an output with a writer thread of its
+/// own, records are handed over as they are and formatted on that thread (a flood's formatting
+/// then overlaps the engine's work); otherwise they are formatted here.
 pub struct AlertWriter {
     format: Format,
     out: Output,
     line: Vec<u8>,
     frags: Fragments,
+    ctx: std::sync::Arc<Context>,
+    /// The input file of the latest record.
+    file: std::sync::Arc<str>,
 }
 
 /// JSON pieces that only change with the rule or the input file, escaped once.
@@ -178,16 +249,30 @@ impl AlertWriter {
             out,
             line: Vec::with_capacity(512),
             frags: Fragments::default(),
+            ctx: Default::default(),
+            file: std::sync::Arc::from(""),
         }
     }
 
-    /// Writes one alert as one line.
-    pub fn write(&mut self, a: &Alert<'_>) -> io::Result<()> {
-        self.line.clear();
-        match self.format {
-            Format::Json => json_line_with(&mut self.line, a, &mut self.frags)?,
-            Format::Text => text_line(&mut self.line, a)?,
+    /// Sets what records refer to (before the first record).
+    pub fn set_context(&mut self, ctx: Context) {
+        self.ctx = std::sync::Arc::new(ctx);
+    }
+
+    /// Writes the alert `r` stands for (read from `file`) as one line; a record whose rule is
+    /// not in the context is skipped.
+    pub fn write_record(&mut self, r: &Record, file: &str) -> io::Result<()> {
+        if *self.file != *file {
+            self.file = std::sync::Arc::from(file);
         }
+        if self.out.formats_on_its_thread() {
+            return self.out.push_record(*r, self.format, &self.ctx, &self.file);
+        }
+        let Some(a) = r.view(&self.ctx, &self.file) else {
+            return Ok(());
+        };
+        self.line.clear();
+        write_alert(&mut self.line, self.format, &a, &mut self.frags)?;
         self.out.write_line(&self.line)
     }
 
@@ -246,6 +331,19 @@ fn ip(w: &mut Vec<u8>, addr: IpAddr) -> io::Result<()> {
             Ok(())
         }
         IpAddr::V6(v6) => write!(w, "{v6}"),
+    }
+}
+
+/// Appends `a` as one line in `format` to `w`.
+pub fn write_alert(
+    w: &mut Vec<u8>,
+    format: Format,
+    a: &Alert<'_>,
+    frags: &mut Fragments,
+) -> io::Result<()> {
+    match format {
+        Format::Json => json_line_with(w, a, frags),
+        Format::Text => text_line(w, a),
     }
 }
 

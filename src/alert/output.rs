@@ -5,8 +5,9 @@
 //! OS and returns the first write error. The write(2) calls happen on a writer thread of the
 //! output's own (a spool): the engine hands over 256 KiB buffers of whole lines and goes on,
 //! so a flood's kernel copy time overlaps its processing; at most two buffers wait, then the
-//! engine waits too (a blocked output blocks the engine, never the capture). A write error is
-//! returned by the next call after it. An output can be shared ([`Output::share`]) by several engines (live workers): each line
+//! engine waits too (a blocked output blocks the engine, never the capture). Alerts go over as
+//! records and are formatted on that thread too ([`Output::push_record`]), in order with the
+//! lines around them. A write error is returned by the next call after it. An output can be shared ([`Output::share`]) by several engines (live workers): each line
 //! goes in whole under a lock, so lines from different engines never interleave.
 
 use std::fs::{File, OpenOptions};
@@ -18,22 +19,37 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
+use super::{Context, Format, Fragments, Record};
+
 /// Bytes of whole lines handed to the writer thread at once.
 const BUF: usize = 256 << 10;
+/// Alert records handed to the writer thread at once (about 200 KiB of them).
+const RECORDS: usize = 1024;
 /// Buffers that may wait for the writer thread.
 const WAITING: usize = 2;
 
+/// Alert records to format on the writer thread, with what they refer to.
+pub(super) struct Records {
+    format: Format,
+    ctx: Arc<Context>,
+    file: Arc<str>,
+    list: Vec<Record>,
+}
+
 enum Job {
     Data(Vec<u8>),
+    Records(Records),
     /// Write what came before, flush, answer with the first error so far.
     Flush(Sender<Option<(io::ErrorKind, String)>>),
     /// Flush, then write to this from now on (reopen).
     Replace(Box<dyn Write + Send>),
 }
 
-/// Lines being gathered into a buffer, and where full buffers go.
+/// Lines and alert records being gathered, and where they go. Records gathered go out before
+/// lines gathered after them, and lines before the records that follow them.
 struct Spool {
     buf: Vec<u8>,
+    recs: Option<Records>,
     sink: Sink,
 }
 
@@ -51,6 +67,7 @@ struct WriterThread {
     /// `None` once dropped: the thread then writes what is left and ends.
     tx: Option<Sender<Job>>,
     recycled: Receiver<Vec<u8>>,
+    recycled_recs: Receiver<Vec<Record>>,
     error: Arc<Mutex<Failure>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -63,6 +80,7 @@ impl WriterThread {
     fn start(mut w: Box<dyn Write + Send>) -> io::Result<WriterThread> {
         let (tx, rx) = bounded::<Job>(WAITING);
         let (recycle_tx, recycled) = bounded::<Vec<u8>>(WAITING + 1);
+        let (recycle_recs_tx, recycled_recs) = bounded::<Vec<Record>>(WAITING + 1);
         let error = Arc::new(Mutex::new(None));
         let err = Arc::clone(&error);
         let thread = std::thread::Builder::new()
@@ -88,27 +106,60 @@ impl WriterThread {
                     }
                     failure()
                 };
+                // Lines formatted here, written out whenever a buffer's worth is ready and
+                // before anything else is written.
+                let mut formatted: Vec<u8> = Vec::with_capacity(BUF + 4096);
+                let mut frags = Fragments::default();
+                let drain = |w: &mut Box<dyn Write + Send>, f: &mut Vec<u8>| {
+                    if !f.is_empty() {
+                        run(w, &|w| w.write_all(f));
+                        f.clear();
+                    }
+                };
                 for job in rx {
                     match job {
+                        Job::Records(mut r) => {
+                            for rec in &r.list {
+                                if let Some(a) = rec.view(&r.ctx, &r.file) {
+                                    if let Err(e) =
+                                        super::write_alert(&mut formatted, r.format, &a, &mut frags)
+                                    {
+                                        run(&mut w, &|_| {
+                                            Err(io::Error::new(e.kind(), e.to_string()))
+                                        });
+                                    }
+                                }
+                                if formatted.len() >= BUF {
+                                    drain(&mut w, &mut formatted);
+                                }
+                            }
+                            r.list.clear();
+                            let _ = recycle_recs_tx.try_send(r.list);
+                        }
                         Job::Data(mut b) => {
+                            drain(&mut w, &mut formatted);
                             run(&mut w, &|w| w.write_all(&b));
                             b.clear();
                             let _ = recycle_tx.try_send(b);
                         }
                         Job::Flush(ack) => {
+                            drain(&mut w, &mut formatted);
                             let _ = ack.send(run(&mut w, &|w| w.flush()));
                         }
                         Job::Replace(new) => {
+                            drain(&mut w, &mut formatted);
                             run(&mut w, &|w| w.flush());
                             w = new;
                         }
                     }
                 }
+                drain(&mut w, &mut formatted);
                 run(&mut w, &|w| w.flush());
             })?;
         Ok(WriterThread {
             tx: Some(tx),
             recycled,
+            recycled_recs,
             error,
             thread: Some(thread),
         })
@@ -142,6 +193,7 @@ impl Spool {
     fn threaded(w: Box<dyn Write + Send>) -> io::Result<Spool> {
         Ok(Spool {
             buf: Vec::with_capacity(BUF),
+            recs: None,
             sink: Sink::Thread(WriterThread::start(w)?),
         })
     }
@@ -149,12 +201,66 @@ impl Spool {
     fn direct(w: Box<dyn Write + Send>) -> Spool {
         Spool {
             buf: Vec::with_capacity(BUF),
+            recs: None,
             sink: Sink::Direct(w),
         }
     }
 
+    /// Hands the gathered records on (only a threaded spool gathers them).
+    fn ship_records(&mut self) -> io::Result<()> {
+        match (self.recs.take(), &self.sink) {
+            (Some(r), Sink::Thread(t)) if !r.list.is_empty() => t.send(Job::Records(r)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Adds an alert record, to be formatted on the writer thread.
+    fn push_record(
+        &mut self,
+        rec: Record,
+        format: Format,
+        ctx: &Arc<Context>,
+        file: &Arc<str>,
+    ) -> io::Result<()> {
+        let Sink::Thread(t) = &self.sink else {
+            return Err(io::Error::other("alert records need a writer thread"));
+        };
+        if let Some(e) = t.error() {
+            return Err(e);
+        }
+        if !self.buf.is_empty() {
+            self.ship()?;
+        }
+        let same = self.recs.as_ref().is_some_and(|r| {
+            r.format == format && Arc::ptr_eq(&r.ctx, ctx) && Arc::ptr_eq(&r.file, file)
+        });
+        if !same {
+            self.ship_records()?;
+            let Sink::Thread(t) = &self.sink else {
+                return Ok(());
+            };
+            self.recs = Some(Records {
+                format,
+                ctx: Arc::clone(ctx),
+                file: Arc::clone(file),
+                list: t
+                    .recycled_recs
+                    .try_recv()
+                    .unwrap_or_else(|_| Vec::with_capacity(RECORDS)),
+            });
+        }
+        if let Some(r) = &mut self.recs {
+            r.list.push(rec);
+            if r.list.len() >= RECORDS {
+                self.ship_records()?;
+            }
+        }
+        Ok(())
+    }
+
     /// Hands the gathered lines on.
     fn ship(&mut self) -> io::Result<()> {
+        self.ship_records()?;
         if self.buf.is_empty() {
             return Ok(());
         }
@@ -309,6 +415,24 @@ impl Output {
         }
     }
 
+    /// Whether alert records pushed here are formatted on the output's own writer thread
+    /// (an output of one engine, with a thread); if not, the caller formats them.
+    pub fn formats_on_its_thread(&self) -> bool {
+        matches!(&self.0, Inner::Own(o) if matches!(o.w.sink, Sink::Thread(_)))
+    }
+
+    /// Adds an alert record (see [`Output::formats_on_its_thread`]), formatted later as one
+    /// whole line in order with the lines written around it.
+    pub(super) fn push_record(
+        &mut self,
+        rec: Record,
+        format: Format,
+        ctx: &Arc<Context>,
+        file: &Arc<str>,
+    ) -> io::Result<()> {
+        self.with(|o| o.w.push_record(rec, format, ctx, file))
+    }
+
     /// Writes one whole line.
     pub fn write_line(&mut self, line: &[u8]) -> io::Result<()> {
         self.with(|o| o.w.write_line(line))
@@ -461,6 +585,86 @@ mod tests {
         assert_eq!(*sink.0.lock().unwrap(), want);
         assert_eq!(std::fs::read(&path).unwrap(), want);
         drop(threaded);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    /// Records formatted on the writer thread give the bytes the caller's own formatting
+    /// gives, in order with raw lines between them, across file switches and a flush.
+    #[test]
+    fn test_records_formatted_on_the_writer_thread_equal_direct_formatting() {
+        use crate::alert::{AlertWriter, Context, FlowCounters, Record};
+        use crate::rules::RuleSet;
+        use crate::time::Timestamp;
+        let rules = RuleSet::embedded().unwrap().rules;
+        let ctx = Context {
+            rules: rules.clone(),
+            zones: vec!["any".into(), "ai".into()],
+            iface: None,
+        };
+        let record = |i: u64| Record {
+            ts: Timestamp(1_764_072_000_000_000_000 + i as i64 * 7_777_777),
+            rule: (i % (rules.len() as u64 + 1)) as u32, // one past the end: skipped
+            proto: if i % 3 == 0 { 17 } else { 6 },
+            src: std::net::IpAddr::from([10, 0, 1, (i % 250) as u8]),
+            src_port: Some(1024 + (i % 5000) as u16),
+            dest: if i % 4 == 0 {
+                "2001:db8::1".parse().unwrap()
+            } else {
+                std::net::IpAddr::from([203, 0, 113, 7])
+            },
+            dest_port: (i % 7 != 0).then_some(11434),
+            icmp: None,
+            vlans: Default::default(),
+            hash_ports: Some((1024 + (i % 5000) as u16, 11434)),
+            suppressed: i % 11,
+            pcap_cnt: i + 1,
+            flow: Some(FlowCounters {
+                pkts_toserver: i,
+                ..Default::default()
+            }),
+            window: None,
+            zones: (i % 5 == 0).then_some((1, 0)),
+        };
+        let path = std::env::temp_dir().join(format!("exfw-records-{}", std::process::id()));
+        for format in [Format::Json, Format::Text] {
+            let sink = Shared::default();
+            let mut direct = AlertWriter::new(format, Output::writer(Box::new(sink.clone())));
+            let _ = std::fs::remove_file(&path);
+            let threaded_out = Output::append(&path).unwrap();
+            assert!(threaded_out.formats_on_its_thread());
+            let mut threaded = AlertWriter::new(format, threaded_out);
+            for w in [&mut direct, &mut threaded] {
+                w.set_context(ctx.clone());
+            }
+            for i in 0..5_000u64 {
+                let file = if i < 2_500 {
+                    "a.pcap"
+                } else {
+                    "b\"quoted\".pcap"
+                };
+                for w in [&mut direct, &mut threaded] {
+                    w.write_record(&record(i), file).unwrap();
+                    if i % 1_234 == 0 {
+                        w.write_raw_line(format!("{{\"stats\":{i}}}\n").as_bytes())
+                            .unwrap();
+                    }
+                }
+                if i == 3_000 {
+                    threaded.flush().unwrap();
+                    direct.flush().unwrap();
+                    assert_eq!(std::fs::read(&path).unwrap(), *sink.0.lock().unwrap());
+                }
+            }
+            direct.flush().unwrap();
+            drop(threaded); // the thread writes the rest and ends
+            let want = sink.0.lock().unwrap().clone();
+            assert_eq!(std::fs::read(&path).unwrap(), want);
+            let lines = want
+                .split(|&c| c == b'\n')
+                .filter(|l| !l.is_empty())
+                .count();
+            assert!(lines > 4_000, "{format:?}: {lines} lines");
+        }
         let _ = std::fs::remove_file(&path);
     }
 
