@@ -115,6 +115,7 @@ fn be16(b: &[u8], f: field::Field) -> Option<u16> {
 pub const MAX_VLAN_TAGS: usize = 3;
 
 /// Finds the network layer of a frame of link type `lt`, collecting VLAN tags into `vlans`.
+#[inline]
 pub fn network(lt: i32, data: &[u8], vlans: &mut Vlans) -> Result<Network, DecodeError> {
     match lt {
         linktype::ETHERNET => {

@@ -336,6 +336,7 @@ pub fn decode(frame: &Frame<'_>) -> Result<PacketSummary, DecodeError> {
 
 /// Decodes an IP packet (IPv4 or IPv6 by its version nibble) and its transport header.
 /// Time, link fields and VLANs are left at their defaults for [`decode`] to fill in.
+#[inline]
 pub fn decode_ip(bytes: &[u8]) -> Result<PacketSummary, DecodeError> {
     if let Some(r) = decode_ipv4_plain(bytes) {
         return r;
@@ -359,6 +360,7 @@ mod ipv4_field {
 /// header, whole header captured. `None` sends everything else to the general decoder, which
 /// gives the same summary for these packets too (a test compares them on every packet of the
 /// property test's frames).
+#[inline]
 fn decode_ipv4_plain(bytes: &[u8]) -> Option<Result<PacketSummary, DecodeError>> {
     use ipv4_field as f;
     let h = bytes.get(..f::MIN_LEN)?;
@@ -413,6 +415,7 @@ struct IpParts {
 
 /// The summary of an IP packet whose transport header starts `payload` (`incomplete`: the
 /// IP payload was cut short). Later fragments carry no transport header.
+#[inline]
 fn summarise(ip: IpParts, payload: &[u8], incomplete: bool) -> Result<PacketSummary, DecodeError> {
     let later_fragment = ip.fragment.is_some_and(|f| f.offset != 0);
     let (transport, tcp_flags, transport_cut) = if later_fragment {
