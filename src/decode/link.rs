@@ -114,8 +114,32 @@ fn be16(b: &[u8], f: field::Field) -> Option<u16> {
 /// Maximum number of VLAN tags we walk (802.1ad + 802.1Q + one more for stacked carriers).
 pub const MAX_VLAN_TAGS: usize = 3;
 
+/// The common case of [`network`] for an Ethernet frame with at most one VLAN tag carrying
+/// IPv4 or IPv6: the offset of the IP header and the announced version, the tag (if any) in
+/// `vlans`. `None` (with `vlans` untouched) for anything else, which [`network`] then decodes
+/// with the same result the general way.
+#[inline(always)]
+pub fn ethernet_ip(lt: i32, data: &[u8], vlans: &mut Vlans) -> Option<(usize, u8)> {
+    if lt != linktype::ETHERNET {
+        return None;
+    }
+    let version = |ty: u16| match ty {
+        ethertype::IPV4 => Some(4),
+        ethertype::IPV6 => Some(6),
+        _ => None,
+    };
+    let ty = be16(data, field::ETH_TYPE)?;
+    if ty == ethertype::VLAN {
+        let tag = data.get(field::ETH_LEN..field::ETH_LEN + field::VLAN_LEN)?;
+        let v = version(be16(tag, field::VLAN_TYPE)?)?;
+        vlans.push(be16(tag, field::VLAN_TCI)? & 0x0FFF);
+        return Some((field::ETH_LEN + field::VLAN_LEN, v));
+    }
+    Some((field::ETH_LEN, version(ty)?))
+}
+
 /// Finds the network layer of a frame of link type `lt`, collecting VLAN tags into `vlans`.
-#[inline]
+#[inline(always)]
 pub fn network(lt: i32, data: &[u8], vlans: &mut Vlans) -> Result<Network, DecodeError> {
     match lt {
         linktype::ETHERNET => {

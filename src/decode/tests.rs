@@ -581,3 +581,55 @@ fn test_plain_ipv4_fast_path_equals_the_general_decoder() {
         "the fast path was taken only {taken} times"
     );
 }
+
+/// The Ethernet fast path finds the IP header where the general link decoder does, with the
+/// same VLAN tags, on random and mutated Ethernet headers (tags of every TPID, every
+/// ethertype near IP, cut anywhere); when it declines, it leaves the tags alone.
+#[test]
+fn test_ethernet_fast_path_equals_the_general_link_decoder() {
+    let mut rng = Rng(0x0e7e_4e7);
+    let mut taken = 0;
+    let types: [[u8; 2]; 8] = [
+        [0x08, 0x00],
+        [0x86, 0xdd],
+        [0x81, 0x00],
+        [0x88, 0xa8],
+        [0x91, 0x00],
+        [0x08, 0x06],
+        [0x86, 0xde],
+        [0x00, 0x40],
+    ];
+    let mut buf = Vec::with_capacity(64);
+    for _ in 0..300_000u32 {
+        buf.clear();
+        buf.extend((0..12).map(|_| rng.next() as u8));
+        for _ in 0..rng.next() % 4 {
+            buf.extend_from_slice(&types[(rng.next() % 8) as usize]);
+            buf.extend_from_slice(&[rng.next() as u8, rng.next() as u8]);
+        }
+        buf.extend_from_slice(&types[(rng.next() % 8) as usize]);
+        buf.extend((0..rng.next() % 8).map(|_| rng.next() as u8));
+        buf.truncate((rng.next() as usize) % (buf.len() + 8));
+        for lt in [1, 113] {
+            let mut fast_vlans = Vlans::NONE;
+            let mut vlans = Vlans::NONE;
+            let general = link::network(lt, &buf, &mut vlans);
+            match link::ethernet_ip(lt, &buf, &mut fast_vlans) {
+                Some((offset, version)) => {
+                    taken += 1;
+                    assert_eq!(
+                        general,
+                        Ok(link::Network::Ip {
+                            offset,
+                            version: Some(version)
+                        }),
+                        "{buf:02x?}"
+                    );
+                    assert_eq!(fast_vlans, vlans, "{buf:02x?}");
+                }
+                None => assert!(fast_vlans.is_empty(), "{buf:02x?}"),
+            }
+        }
+    }
+    assert!(taken > 30_000, "the fast path was taken only {taken} times");
+}
