@@ -587,7 +587,7 @@ fn test_plain_ipv4_fast_path_equals_the_general_decoder() {
 /// ethertype near IP, cut anywhere); when it declines, it leaves the tags alone.
 #[test]
 fn test_ethernet_fast_path_equals_the_general_link_decoder() {
-    let mut rng = Rng(0x0e7e_4e7);
+    let mut rng = Rng(0x00e7_e4e7);
     let mut taken = 0;
     let types: [[u8; 2]; 8] = [
         [0x08, 0x00],
