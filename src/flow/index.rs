@@ -167,15 +167,31 @@ impl Index {
 /// Asks the CPU to start loading the cache line of `r` (no effect on what the program does).
 #[inline(always)]
 pub(super) fn prefetch<T>(r: &T) {
+    prefetch_at((r as *const T).cast::<u8>());
+}
+
+/// Asks the CPU to start loading the cache line holding the last byte of `r` (a value that
+/// may span two lines).
+#[inline(always)]
+pub(super) fn prefetch_end<T>(r: &T) {
+    prefetch_at(
+        (r as *const T)
+            .cast::<u8>()
+            .wrapping_add(size_of::<T>().max(1) - 1),
+    );
+}
+
+#[inline(always)]
+fn prefetch_at(p: *const u8) {
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is only a hint: it never faults and changes no program state, and
-    // the address is that of a live reference anyway.
+    // SAFETY: a prefetch is only a hint: it never faults, whatever the address, and changes
+    // no program state; nothing is dereferenced.
     unsafe {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        _mm_prefetch::<_MM_HINT_T0>((r as *const T).cast::<i8>());
+        _mm_prefetch::<_MM_HINT_T0>(p.cast::<i8>());
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = r;
+    let _ = p;
 }
 
 #[cfg(test)]

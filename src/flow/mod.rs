@@ -19,7 +19,7 @@ use std::hash::BuildHasher;
 use std::net::IpAddr;
 
 mod index;
-use index::{prefetch, Index};
+use index::{prefetch, prefetch_end, Index};
 
 use crate::decode::{proto, tcp_flags, PacketSummary, Transport, Vlans};
 use crate::time::{Duration, Timestamp};
@@ -443,13 +443,9 @@ impl FlowTable {
     pub fn lookahead_flow(&self, hash: Option<u32>) -> Option<u32> {
         let slot = self.map.hint(hash?)?;
         let f = self.slab.get(slot as usize)?;
-        prefetch(f);
         // A flow spans two cache lines.
-        let end = (f as *const Option<Flow>)
-            .cast::<u8>()
-            .wrapping_add(size_of::<Option<Flow>>() - 1);
-        // SAFETY: `end` is the last byte of `*f`, inside the same allocation.
-        prefetch(unsafe { &*end });
+        prefetch(f);
+        prefetch_end(f);
         prefetch(self.nodes.get(slot as usize)?);
         Some(slot)
     }
