@@ -157,6 +157,25 @@ pub struct PacketSummary {
     pub truncated: bool,
 }
 
+impl PacketSummary {
+    /// A summary with every field zero or empty: the slot [`decode_into`] fills in.
+    pub const EMPTY: PacketSummary = PacketSummary {
+        ts: Timestamp(0),
+        pcap_cnt: 0,
+        linktype: 0,
+        orig_len: 0,
+        ip_len: 0,
+        vlans: Vlans::NONE,
+        src: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        dst: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        proto: 0,
+        transport: Transport::None,
+        tcp_flags: 0,
+        fragment: None,
+        truncated: false,
+    };
+}
+
 /// Why a frame produced no summary. Each kind is counted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DecodeError {
@@ -205,6 +224,11 @@ pub struct DecodeStats {
 impl DecodeStats {
     /// Counts one outcome.
     pub fn record(&mut self, r: &Result<PacketSummary, DecodeError>) {
+        self.record_ref(r.as_ref().map_err(|e| *e));
+    }
+
+    /// [`DecodeStats::record`] of a summary held elsewhere ([`decode_into`]'s slot).
+    pub fn record_ref(&mut self, r: Result<&PacketSummary, DecodeError>) {
         match r {
             Ok(s) => {
                 if s.src.is_ipv4() {
@@ -220,7 +244,7 @@ impl DecodeStats {
                     None => {}
                 }
             }
-            Err(e) => *self.error_slot(*e) += 1,
+            Err(e) => *self.error_slot(e) += 1,
         }
     }
 
@@ -311,6 +335,16 @@ pub struct Frame<'a> {
 
 /// Decodes one frame.
 pub fn decode(frame: &Frame<'_>) -> Result<PacketSummary, DecodeError> {
+    let mut s = PacketSummary::EMPTY;
+    decode_into(frame, &mut s)?;
+    Ok(s)
+}
+
+/// [`decode`] into `out`, field by field (on an error `out` holds some of them). The capture
+/// loops decode straight into their batch: a summary built elsewhere and copied in had its
+/// narrow field writes read back by the copy's wide loads, which stalled store forwarding.
+#[inline]
+pub fn decode_into(frame: &Frame<'_>, out: &mut PacketSummary) -> Result<(), DecodeError> {
     let mut vlans = Vlans::NONE;
     let (offset, version) = match link::ethernet_ip(frame.linktype, frame.data, &mut vlans) {
         // The common case (Ethernet, at most one VLAN tag, IP) as plain numbers: the general
@@ -329,24 +363,32 @@ pub fn decode(frame: &Frame<'_>) -> Result<PacketSummary, DecodeError> {
         (_, None) => return Err(DecodeError::IpTruncated),
         _ => {}
     }
-    let mut s = decode_ip(ip_bytes)?;
-    s.ts = frame.ts;
-    s.pcap_cnt = frame.pcap_cnt;
-    s.linktype = u16::try_from(frame.linktype).unwrap_or(u16::MAX);
-    s.orig_len = frame.orig_len;
-    s.vlans = vlans;
-    s.truncated |= (frame.data.len() as u64) < u64::from(frame.orig_len);
-    Ok(s)
+    decode_ip_into(ip_bytes, out)?;
+    out.ts = frame.ts;
+    out.pcap_cnt = frame.pcap_cnt;
+    out.linktype = u16::try_from(frame.linktype).unwrap_or(u16::MAX);
+    out.orig_len = frame.orig_len;
+    out.vlans = vlans;
+    out.truncated |= (frame.data.len() as u64) < u64::from(frame.orig_len);
+    Ok(())
 }
 
 /// Decodes an IP packet (IPv4 or IPv6 by its version nibble) and its transport header.
 /// Time, link fields and VLANs are left at their defaults for [`decode`] to fill in.
-#[inline(always)]
 pub fn decode_ip(bytes: &[u8]) -> Result<PacketSummary, DecodeError> {
-    if let Some(r) = decode_ipv4_plain(bytes) {
+    let mut s = PacketSummary::EMPTY;
+    decode_ip_into(bytes, &mut s)?;
+    Ok(s)
+}
+
+/// [`decode_ip`] into `out`: the IP and transport fields.
+#[inline(always)]
+fn decode_ip_into(bytes: &[u8], out: &mut PacketSummary) -> Result<(), DecodeError> {
+    if let Some(r) = decode_ipv4_plain_into(bytes, out) {
         return r;
     }
-    decode_ip_general(bytes)
+    *out = decode_ip_general(bytes)?;
+    Ok(())
 }
 
 mod ipv4_field {
@@ -366,7 +408,10 @@ mod ipv4_field {
 /// gives the same summary for these packets too (a test compares them on every packet of the
 /// property test's frames).
 #[inline(always)]
-fn decode_ipv4_plain(bytes: &[u8]) -> Option<Result<PacketSummary, DecodeError>> {
+fn decode_ipv4_plain_into(
+    bytes: &[u8],
+    out: &mut PacketSummary,
+) -> Option<Result<(), DecodeError>> {
     use ipv4_field as f;
     let h = bytes.get(..f::MIN_LEN)?;
     if h[0] != 0x45 || h[f::PROTOCOL] == f::AUTH {
@@ -406,7 +451,7 @@ fn decode_ipv4_plain(bytes: &[u8]) -> Option<Result<PacketSummary, DecodeError>>
         fragment,
         proto: h[f::PROTOCOL],
     };
-    Some(summarise(ip, payload, incomplete))
+    Some(summarise_into(ip, payload, incomplete, out))
 }
 
 /// What the IP layer told us, for [`summarise`].
@@ -420,29 +465,35 @@ struct IpParts {
 
 /// The summary of an IP packet whose transport header starts `payload` (`incomplete`: the
 /// IP payload was cut short). Later fragments carry no transport header.
-#[inline(always)]
 fn summarise(ip: IpParts, payload: &[u8], incomplete: bool) -> Result<PacketSummary, DecodeError> {
+    let mut s = PacketSummary::EMPTY;
+    summarise_into(ip, payload, incomplete, &mut s)?;
+    Ok(s)
+}
+
+/// [`summarise`] into `out`: the IP and transport fields, the rest left as they are.
+#[inline(always)]
+fn summarise_into(
+    ip: IpParts,
+    payload: &[u8],
+    incomplete: bool,
+    out: &mut PacketSummary,
+) -> Result<(), DecodeError> {
     let later_fragment = ip.fragment.is_some_and(|f| f.offset != 0);
     let (transport, tcp_flags, transport_cut) = if later_fragment {
         (Transport::None, 0, false)
     } else {
         decode_transport(ip.proto, payload)?
     };
-    Ok(PacketSummary {
-        ts: Timestamp::default(),
-        pcap_cnt: 0,
-        linktype: 0,
-        orig_len: 0,
-        ip_len: ip.ip_len,
-        vlans: Vlans::NONE,
-        src: ip.src,
-        dst: ip.dst,
-        proto: ip.proto,
-        transport,
-        tcp_flags,
-        fragment: ip.fragment,
-        truncated: incomplete || transport_cut,
-    })
+    out.ip_len = ip.ip_len;
+    out.src = ip.src;
+    out.dst = ip.dst;
+    out.proto = ip.proto;
+    out.transport = transport;
+    out.tcp_flags = tcp_flags;
+    out.fragment = ip.fragment;
+    out.truncated = incomplete || transport_cut;
+    Ok(())
 }
 
 /// Any IP packet, through etherparse's lax slicing.
@@ -597,7 +648,11 @@ pub(crate) fn decode_ip_both(
     Option<Result<PacketSummary, DecodeError>>,
     Result<PacketSummary, DecodeError>,
 ) {
-    (decode_ipv4_plain(bytes), decode_ip_general(bytes))
+    let mut fast = PacketSummary::EMPTY;
+    (
+        decode_ipv4_plain_into(bytes, &mut fast).map(|r| r.map(|()| fast)),
+        decode_ip_general(bytes),
+    )
 }
 
 #[cfg(test)]

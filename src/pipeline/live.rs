@@ -480,13 +480,16 @@ fn capture_loop(
                 quiet = 0;
                 c.packets += 1;
                 c.bytes += u64::from(frame.orig_len);
-                let r = decode::decode(&frame);
-                c.decode.record(&r);
-                if let Ok(s) = r {
-                    if batch.is_empty() {
-                        batch_started = Instant::now();
-                    }
-                    batch.push(s);
+                // Decoded in place, in the batch (see decode_into).
+                let was_empty = batch.is_empty();
+                batch.push(PacketSummary::EMPTY);
+                let n = batch.len();
+                let r = decode::decode_into(&frame, &mut batch[n - 1]);
+                c.decode.record_ref(r.map(|()| &batch[n - 1]));
+                if r.is_err() {
+                    batch.pop();
+                } else if was_empty {
+                    batch_started = Instant::now();
                 }
             }
             // Nothing more waiting: hand over what we have now rather than after the wait.
