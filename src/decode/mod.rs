@@ -387,8 +387,61 @@ fn decode_ip_into(bytes: &[u8], out: &mut PacketSummary) -> Result<(), DecodeErr
     if let Some(r) = decode_ipv4_plain_into(bytes, out) {
         return r;
     }
+    if let Some(r) = decode_ipv6_plain_into(bytes, out) {
+        return r;
+    }
     *out = decode_ip_general(bytes)?;
     Ok(())
+}
+
+mod ipv6_field {
+    pub type Field = core::ops::Range<usize>;
+    pub const PAYLOAD_LEN: Field = 4..6;
+    pub const NEXT_HEADER: usize = 6;
+    pub const SRC: Field = 8..24;
+    pub const DST: Field = 24..40;
+    pub const LEN: usize = 40;
+}
+
+/// The common IPv6 case read directly: the fixed header followed at once by TCP, UDP or
+/// ICMPv6 (no extension header). `None` sends everything else to the general decoder, which
+/// gives the same summary for these packets too (a test compares them).
+#[inline(always)]
+fn decode_ipv6_plain_into(
+    bytes: &[u8],
+    out: &mut PacketSummary,
+) -> Option<Result<(), DecodeError>> {
+    use ipv6_field as f;
+    let h = bytes.get(..f::LEN)?;
+    let nh = h[f::NEXT_HEADER];
+    if h[0] >> 4 != 6 || !matches!(nh, 6 | 17 | 58) {
+        return None;
+    }
+    let plen = usize::from(u16::from_be_bytes([
+        h[f::PAYLOAD_LEN.start],
+        h[f::PAYLOAD_LEN.start + 1],
+    ]));
+    let (payload, ip_len, incomplete) = if plen == 0 {
+        // Jumbogram or segmentation offload: what was captured (as the general path does).
+        (&bytes[f::LEN..], bytes.len() as u32, false)
+    } else if f::LEN + plen > bytes.len() {
+        (&bytes[f::LEN..], (plen + f::LEN) as u32, true)
+    } else {
+        (&bytes[f::LEN..f::LEN + plen], (plen + f::LEN) as u32, false)
+    };
+    let addr = |r: f::Field| {
+        let mut a = [0u8; 16];
+        a.copy_from_slice(&h[r]);
+        IpAddr::V6(Ipv6Addr::from(a))
+    };
+    let ip = IpParts {
+        src: addr(f::SRC),
+        dst: addr(f::DST),
+        ip_len,
+        fragment: None,
+        proto: nh,
+    };
+    Some(summarise_into(ip, payload, incomplete, out))
 }
 
 mod ipv4_field {
@@ -649,10 +702,9 @@ pub(crate) fn decode_ip_both(
     Result<PacketSummary, DecodeError>,
 ) {
     let mut fast = PacketSummary::EMPTY;
-    (
-        decode_ipv4_plain_into(bytes, &mut fast).map(|r| r.map(|()| fast)),
-        decode_ip_general(bytes),
-    )
+    let r = decode_ipv4_plain_into(bytes, &mut fast)
+        .or_else(|| decode_ipv6_plain_into(bytes, &mut fast));
+    (r.map(|r| r.map(|()| fast)), decode_ip_general(bytes))
 }
 
 #[cfg(test)]

@@ -582,6 +582,49 @@ fn test_plain_ipv4_fast_path_equals_the_general_decoder() {
     );
 }
 
+/// The plain-IPv6 fast path gives exactly what the general (etherparse) path gives, on random
+/// and mutated IPv6 headers: every next header near the taken ones, payload lengths short,
+/// long, zero and exact, cuts anywhere.
+#[test]
+fn test_plain_ipv6_fast_path_equals_the_general_decoder() {
+    let mut rng = Rng(0x0006_f457);
+    let mut taken = 0;
+    let mut buf = Vec::with_capacity(256);
+    for _ in 0..300_000u32 {
+        buf.clear();
+        let nh = [6u8, 17, 58, 0, 43, 44, 59, 60, 132, 1][(rng.next() % 10) as usize];
+        let body = (rng.next() % 60) as u16;
+        let plen = match rng.next() % 4 {
+            0 => 0,
+            1 => body,
+            2 => (rng.next() % 100) as u16,
+            _ => body.saturating_sub((rng.next() % 8) as u16),
+        };
+        buf.extend_from_slice(&ipv6(nh, plen));
+        buf.extend((0..body).map(|_| rng.next() as u8));
+        if rng.next() % 3 == 0 {
+            // TCP data offset and flags that parse.
+            if let Some(b) = buf.get_mut(40 + 12) {
+                *b = 0x50 | (*b & 0x0f);
+            }
+        }
+        match rng.next() % 4 {
+            0 => buf.truncate((rng.next() as usize) % (buf.len() + 1)),
+            1 => {
+                let at = (rng.next() as usize) % buf.len();
+                buf[at] ^= 1 << (rng.next() % 8);
+            }
+            _ => {}
+        }
+        let (fast, general) = super::decode_ip_both(&buf);
+        if let Some(fast) = fast {
+            taken += 1;
+            assert_eq!(fast, general, "{buf:02x?}");
+        }
+    }
+    assert!(taken > 50_000, "the fast path was taken only {taken} times");
+}
+
 /// The Ethernet fast path finds the IP header where the general link decoder does, with the
 /// same VLAN tags, on random and mutated Ethernet headers (tags of every TPID, every
 /// ethertype near IP, cut anywhere); when it declines, it leaves the tags alone.
