@@ -48,8 +48,9 @@ impl Index {
         self.buckets.len().wrapping_sub(1)
     }
 
-    /// The slot of the first entry with `hash` that `is_key` accepts.
-    pub(super) fn find(&self, hash: u32, mut is_key: impl FnMut(u32) -> bool) -> Option<u32> {
+    /// The index of the first bucket of `hash`'s run (from its home to the next empty
+    /// bucket) that `is` accepts.
+    fn position(&self, hash: u32, mut is: impl FnMut(Bucket) -> bool) -> Option<usize> {
         if self.len == 0 {
             return None;
         }
@@ -60,11 +61,17 @@ impl Index {
             if b.slot == EMPTY {
                 return None;
             }
-            if b.hash == hash && is_key(b.slot) {
-                return Some(b.slot);
+            if is(b) {
+                return Some(i);
             }
             i = (i + 1) & mask;
         }
+    }
+
+    /// The slot of the first entry with `hash` that `is_key` accepts.
+    pub(super) fn find(&self, hash: u32, mut is_key: impl FnMut(u32) -> bool) -> Option<u32> {
+        self.position(hash, |b| b.hash == hash && is_key(b.slot))
+            .map(|i| self.buckets[i].slot)
     }
 
     /// Adds `slot` under `hash` (the caller knows its key is not in yet).
@@ -73,32 +80,16 @@ impl Index {
         if (self.len + 1) * 2 > self.buckets.len() {
             self.grow();
         }
-        let mask = self.mask();
-        let mut i = hash as usize & mask;
-        while self.buckets[i].slot != EMPTY {
-            i = (i + 1) & mask;
-        }
-        self.buckets[i] = Bucket { slot, hash };
+        place(&mut self.buckets, Bucket { slot, hash });
         self.len += 1;
     }
 
     /// Removes the entry of `slot` (whose key hashes to `hash`); false if it is not in.
     pub(super) fn remove(&mut self, hash: u32, slot: u32) -> bool {
-        if self.len == 0 {
+        let Some(mut i) = self.position(hash, |b| b.slot == slot) else {
             return false;
-        }
+        };
         let mask = self.mask();
-        let mut i = hash as usize & mask;
-        loop {
-            let b = self.buckets[i];
-            if b.slot == EMPTY {
-                return false;
-            }
-            if b.slot == slot {
-                break;
-            }
-            i = (i + 1) & mask;
-        }
         // Backward shift: move each later entry of the run into the hole when its home is not
         // between the hole and itself, so every entry stays reachable from its home.
         let mut j = i;
@@ -128,13 +119,8 @@ impl Index {
     fn grow(&mut self) {
         let n = (self.buckets.len() * 2).max(MIN_BUCKETS);
         let old = std::mem::replace(&mut self.buckets, vec![FREE; n]);
-        let mask = n - 1;
         for b in old.into_iter().filter(|b| b.slot != EMPTY) {
-            let mut i = b.hash as usize & mask;
-            while self.buckets[i].slot != EMPTY {
-                i = (i + 1) & mask;
-            }
-            self.buckets[i] = b;
+            place(&mut self.buckets, b);
         }
     }
 
@@ -145,23 +131,22 @@ impl Index {
         }
     }
 
-    /// The slot a lookup of `hash` will most likely find: the first entry with that hash near
-    /// its home (unchecked against the key; for prefetching only).
+    /// The slot a lookup of `hash` will most likely find: the first entry with that hash in
+    /// its run (unchecked against the key; for prefetching only).
     pub(super) fn hint(&self, hash: u32) -> Option<u32> {
-        let mask = self.mask();
-        let mut i = hash as usize & mask;
-        for _ in 0..4 {
-            let b = self.buckets.get(i)?;
-            if b.slot == EMPTY {
-                return None;
-            }
-            if b.hash == hash {
-                return Some(b.slot);
-            }
-            i = (i + 1) & mask;
-        }
-        None
+        self.position(hash, |b| b.hash == hash)
+            .map(|i| self.buckets[i].slot)
     }
+}
+
+/// Puts `b` in the first empty bucket from its home on (the array is at most half full).
+fn place(buckets: &mut [Bucket], b: Bucket) {
+    let mask = buckets.len() - 1;
+    let mut i = b.hash as usize & mask;
+    while buckets[i].slot != EMPTY {
+        i = (i + 1) & mask;
+    }
+    buckets[i] = b;
 }
 
 /// Asks the CPU to start loading the cache line of `r` (no effect on what the program does).
