@@ -390,8 +390,7 @@ fn decode_ip_into(bytes: &[u8], out: &mut PacketSummary) -> Result<(), DecodeErr
     if let Some(r) = decode_ipv6_plain_into(bytes, out) {
         return r;
     }
-    *out = decode_ip_general(bytes)?;
-    Ok(())
+    decode_ip_general(bytes, out)
 }
 
 mod ipv6_field {
@@ -421,14 +420,9 @@ fn decode_ipv6_plain_into(
         h[f::PAYLOAD_LEN.start],
         h[f::PAYLOAD_LEN.start + 1],
     ]));
-    let (payload, ip_len, incomplete) = if plen == 0 {
-        // Jumbogram or segmentation offload: what was captured (as the general path does).
-        (&bytes[f::LEN..], bytes.len() as u32, false)
-    } else if f::LEN + plen > bytes.len() {
-        (&bytes[f::LEN..], (plen + f::LEN) as u32, true)
-    } else {
-        (&bytes[f::LEN..f::LEN + plen], (plen + f::LEN) as u32, false)
-    };
+    // A payload length of 0 (jumbogram, segmentation offload) states nothing.
+    let stated = if plen == 0 { 0 } else { f::LEN + plen };
+    let (payload, ip_len, incomplete) = ip_payload(bytes, f::LEN, stated);
     let addr = |r: f::Field| {
         let mut a = [0u8; 16];
         a.copy_from_slice(&h[r]);
@@ -472,16 +466,10 @@ fn decode_ipv4_plain_into(
     }
     let be16 = |r: core::ops::Range<usize>| u16::from_be_bytes([h[r.start], h[r.start + 1]]);
     let total = usize::from(be16(f::TOTAL_LEN));
-    let (payload, ip_len, incomplete) = if total == 0 {
-        // Segmentation offload leaves 0: use what was captured (as the general path does).
-        (&bytes[f::MIN_LEN..], bytes.len() as u32, false)
-    } else if total < f::MIN_LEN {
+    if total != 0 && total < f::MIN_LEN {
         return Some(Err(DecodeError::IpMalformed));
-    } else if total > bytes.len() {
-        (&bytes[f::MIN_LEN..], total as u32, true)
-    } else {
-        (&bytes[f::MIN_LEN..total], total as u32, false)
-    };
+    }
+    let (payload, ip_len, incomplete) = ip_payload(bytes, f::MIN_LEN, total);
     let flags_frag = be16(f::FLAGS_FRAG);
     let (more, offset) = (flags_frag & 0x2000 != 0, flags_frag & 0x1fff);
     let fragment = (more || offset != 0).then(|| Fragment {
@@ -507,7 +495,23 @@ fn decode_ipv4_plain_into(
     Some(summarise_into(ip, payload, incomplete, out))
 }
 
-/// What the IP layer told us, for [`summarise`].
+/// The payload of an IP packet of `bytes` with a `header`-byte header and a `stated` total
+/// length (header included; 0 when the header states none: segmentation offload, jumbograms),
+/// the IP-layer length to count, and whether the capture cut the payload short. Without a
+/// stated length the payload is what was captured, as the general path has it.
+#[inline(always)]
+fn ip_payload(bytes: &[u8], header: usize, stated: usize) -> (&[u8], u32, bool) {
+    let rest = &bytes[header..];
+    if stated == 0 {
+        (rest, bytes.len() as u32, false)
+    } else if stated > bytes.len() {
+        (rest, stated as u32, true)
+    } else {
+        (&bytes[header..stated], stated as u32, false)
+    }
+}
+
+/// What the IP layer told us, for [`summarise_into`].
 struct IpParts {
     src: IpAddr,
     dst: IpAddr,
@@ -516,15 +520,9 @@ struct IpParts {
     proto: u8,
 }
 
-/// The summary of an IP packet whose transport header starts `payload` (`incomplete`: the
-/// IP payload was cut short). Later fragments carry no transport header.
-fn summarise(ip: IpParts, payload: &[u8], incomplete: bool) -> Result<PacketSummary, DecodeError> {
-    let mut s = PacketSummary::EMPTY;
-    summarise_into(ip, payload, incomplete, &mut s)?;
-    Ok(s)
-}
-
-/// [`summarise`] into `out`: the IP and transport fields, the rest left as they are.
+/// The IP and transport fields of `out` for an IP packet whose transport header starts
+/// `payload` (`incomplete`: the IP payload was cut short); the other fields are left as they
+/// are. Later fragments carry no transport header.
 #[inline(always)]
 fn summarise_into(
     ip: IpParts,
@@ -550,7 +548,7 @@ fn summarise_into(
 }
 
 /// Any IP packet, through etherparse's lax slicing.
-fn decode_ip_general(bytes: &[u8]) -> Result<PacketSummary, DecodeError> {
+fn decode_ip_general(bytes: &[u8], out: &mut PacketSummary) -> Result<(), DecodeError> {
     use etherparse::err::ip::{HeaderError, LaxHeaderSliceError};
     let (ip, stop) = LaxIpSlice::from_slice(bytes).map_err(|e| match e {
         LaxHeaderSliceError::Len(_) => DecodeError::IpTruncated,
@@ -634,7 +632,7 @@ fn decode_ip_general(bytes: &[u8]) -> Result<PacketSummary, DecodeError> {
         fragment,
         proto: payload.ip_number.0,
     };
-    summarise(ip, payload.payload, payload.incomplete)
+    summarise_into(ip, payload.payload, payload.incomplete, out)
 }
 
 mod field {
@@ -704,7 +702,9 @@ pub(crate) fn decode_ip_both(
     let mut fast = PacketSummary::EMPTY;
     let r = decode_ipv4_plain_into(bytes, &mut fast)
         .or_else(|| decode_ipv6_plain_into(bytes, &mut fast));
-    (r.map(|r| r.map(|()| fast)), decode_ip_general(bytes))
+    let mut general = PacketSummary::EMPTY;
+    let g = decode_ip_general(bytes, &mut general).map(|()| general);
+    (r.map(|r| r.map(|()| fast)), g)
 }
 
 #[cfg(test)]
