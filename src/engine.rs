@@ -16,7 +16,7 @@ use ipnetwork::IpNetwork;
 use crate::alert::{AlertWriter, Context, FlowCounters, Limiter, Output, Record, Verdict};
 use crate::community_id::community_id_v1;
 use crate::decode::{proto, PacketSummary, Transport};
-use crate::flow::{Direction, EndReason, Flow, FlowState, FlowStats, FlowTable};
+use crate::flow::{Direction, EndReason, Flow, FlowState, FlowStats, FlowTable, Lookahead};
 use crate::rules::eval::{has_ports, Evaluator, Match};
 use crate::rules::{Rule, RuleKind, RuleSet, Severity, VolumeTrack};
 use crate::time::{Duration, Timestamp};
@@ -316,22 +316,22 @@ impl Engine {
         const STEP: usize = 4;
         const RING: usize = 16;
         const _: () = assert!(RING > 3 * STEP);
-        let mut hashes = [None; RING];
+        let mut ahead: [Option<Lookahead>; RING] = [None; RING];
         let mut slots = [None; RING];
         let n = batch.len();
         for i in 0..n + 3 * STEP {
             if let Some(p) = batch.get(i) {
-                hashes[i % RING] = self.flows.lookahead_hash(p);
+                ahead[i % RING] = self.flows.lookahead(p);
             }
             if let Some(j) = i.checked_sub(STEP).filter(|&j| j < n) {
-                slots[j % RING] = self.flows.lookahead_flow(hashes[j % RING]);
+                slots[j % RING] = self.flows.lookahead_flow(ahead[j % RING].as_ref());
             }
             if let Some(j) = i.checked_sub(2 * STEP).filter(|&j| j < n) {
                 self.flows.lookahead_links(slots[j % RING]);
             }
             if let Some(j) = i.checked_sub(3 * STEP) {
                 if let Some(p) = batch.get(j) {
-                    self.process_hashed(p, file, hashes[j % RING])?;
+                    self.process_hashed(p, file, ahead[j % RING])?;
                 }
             }
         }
@@ -342,12 +342,12 @@ impl Engine {
         &mut self,
         p: &PacketSummary,
         file: &str,
-        hash: Option<u32>,
+        ahead: Option<Lookahead>,
     ) -> io::Result<()> {
         self.packets += 1;
         self.flows.advance(p.ts);
         self.limiter.sweep(self.flows.now());
-        let tracked = self.flows.track_hashed(p, hash);
+        let tracked = self.flows.track_hashed(p, ahead);
         self.handle_ended()?;
         let Some(t) = tracked else {
             return Ok(());

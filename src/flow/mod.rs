@@ -428,20 +428,21 @@ impl FlowTable {
     /// the CPU to load the index bucket the lookup will start at. Pass the hash on to
     /// [`FlowTable::lookahead_flow`] and to [`FlowTable::track_hashed`]. Look-ahead changes
     /// nothing in the table: it only warms the cache.
-    pub fn lookahead_hash(&self, p: &PacketSummary) -> Option<u32> {
+    pub fn lookahead(&self, p: &PacketSummary) -> Option<Lookahead> {
         if p.fragment.is_some_and(|f| f.offset != 0) {
             return None;
         }
-        let hash = self.hash(&FlowKey::of(p).0);
+        let (key, from_lo) = FlowKey::of(p);
+        let hash = self.hash(&key);
         self.map.prefetch(hash);
-        Some(hash)
+        Some(Lookahead { key, from_lo, hash })
     }
 
     /// Look-ahead, second step (once the bucket is likely loaded): the slot the lookup will
     /// most likely find, after asking the CPU to load its flow and list node. A guess: the
     /// flow may be gone or another by the time the packet is tracked.
-    pub fn lookahead_flow(&self, hash: Option<u32>) -> Option<u32> {
-        let slot = self.map.hint(hash?)?;
+    pub fn lookahead_flow(&self, ahead: Option<&Lookahead>) -> Option<u32> {
+        let slot = self.map.hint(ahead?.hash)?;
         let f = self.slab.get(slot as usize)?;
         // A flow spans two cache lines.
         prefetch(f);
@@ -469,20 +470,25 @@ impl FlowTable {
         self.track_hashed(p, None)
     }
 
-    /// [`FlowTable::track`] with the key's hash from [`FlowTable::lookahead_hash`] (`None`:
-    /// computed here).
-    pub fn track_hashed(&mut self, p: &PacketSummary, hash: Option<u32>) -> Option<Tracked> {
+    /// [`FlowTable::track`] with the key and hash from [`FlowTable::lookahead`] (`None`:
+    /// worked out here).
+    pub fn track_hashed(&mut self, p: &PacketSummary, ahead: Option<Lookahead>) -> Option<Tracked> {
         let later_fragment = p.fragment.filter(|f| f.offset != 0);
-        let (key, from_lo) = match later_fragment {
-            Some(f) => match self.frags.get(&FragKey::of(p, f.id)) {
-                Some(&(key, _)) => (key, key.lo.addr == p.src),
+        let (key, from_lo, hash) = match (later_fragment, ahead) {
+            (Some(f), _) => match self.frags.get(&FragKey::of(p, f.id)) {
+                Some(&(key, _)) => (key, key.lo.addr == p.src, self.hash(&key)),
                 None => {
                     self.stats.orphan_fragments += 1;
                     return None;
                 }
             },
-            None => FlowKey::of(p),
+            (None, Some(a)) => (a.key, a.from_lo, a.hash),
+            (None, None) => {
+                let (key, from_lo) = FlowKey::of(p);
+                (key, from_lo, self.hash(&key))
+            }
         };
+        debug_assert!(later_fragment.is_some() || (key, from_lo) == FlowKey::of(p));
         if let Some(f) = p.fragment.filter(|f| f.offset == 0) {
             let fk = FragKey::of(p, f.id);
             self.frags.insert(fk, (key, self.now));
@@ -495,10 +501,6 @@ impl FlowTable {
         let mut created = false;
         // Below the cap, one hash probe finds the flow or the place for a new one.
         let below_cap = self.live < self.cfg.max_flows.max(1);
-        let hash = match hash {
-            Some(h) if later_fragment.is_none() => h,
-            _ => self.hash(&key),
-        };
         debug_assert_eq!(hash, self.hash(&key));
         let found = if below_cap && later_fragment.is_none() {
             let slab = &self.slab;
@@ -770,6 +772,15 @@ impl FlowTable {
         n.prev = NIL;
         n.next = NIL;
     }
+}
+
+/// What [`FlowTable::lookahead`] worked out for a packet (its key, direction and hash),
+/// for the later look-ahead steps and for [`FlowTable::track_hashed`]: built and hashed once.
+#[derive(Clone, Copy, Debug)]
+pub struct Lookahead {
+    key: FlowKey,
+    from_lo: bool,
+    hash: u32,
 }
 
 /// List links and activity time of one slot.
