@@ -28,31 +28,16 @@ pub enum Format {
     Text,
 }
 
-/// One alert, ready to write.
+/// One alert, ready to write: a record and what its indexes name.
 #[derive(Debug, Clone)]
 pub struct Alert<'a> {
-    pub ts: Timestamp,
+    pub record: &'a Record,
     pub rule: &'a Rule,
-    pub proto: u8,
-    pub src: IpAddr,
-    pub src_port: Option<u16>,
-    pub dest: IpAddr,
-    pub dest_port: Option<u16>,
-    /// ICMP type and code of the packet, for ICMP and ICMPv6.
-    pub icmp: Option<(u8, u8)>,
-    pub vlans: Vlans,
     pub community_id: crate::community_id::CommunityId,
-    /// Alerts of the same limit key held back since the last one written.
-    pub suppressed: u64,
-    /// The input file (offline) and the packet's number in it.
+    /// The input file (offline); the record has the packet's number in it.
     pub pcap_filename: &'a str,
-    pub pcap_cnt: u64,
     /// The capture interface (live); replaces `pcap_filename` and `pcap_cnt`.
     pub in_iface: Option<&'a str>,
-    /// The flow's counters at this packet (EVE's `flow` object).
-    pub flow: Option<FlowCounters>,
-    /// by_src volume alerts: the window's sum and the window.
-    pub window: Option<(u64, Duration)>,
     /// Policy alerts: the initiator's and the responder's zones.
     pub zones: Option<(&'a str, &'a str)>,
 }
@@ -69,14 +54,19 @@ pub struct Record {
     pub src_port: Option<u16>,
     pub dest: IpAddr,
     pub dest_port: Option<u16>,
+    /// ICMP type and code of the packet, for ICMP and ICMPv6.
     pub icmp: Option<(u8, u8)>,
     pub vlans: Vlans,
     /// The ports Community ID hashes, oriented from `src` (for ICMP, the flow key's type/code
     /// equivalents).
     pub hash_ports: Option<(u16, u16)>,
+    /// Alerts of the same limit key held back since the last one written.
     pub suppressed: u64,
+    /// The packet's number in its file (offline).
     pub pcap_cnt: u64,
+    /// The flow's counters at this packet (EVE's `flow` object).
     pub flow: Option<FlowCounters>,
+    /// by_src volume alerts: the window's sum and the window.
     pub window: Option<(u64, Duration)>,
     /// Indexes into [`Context::zones`] of the initiator's and the responder's zones.
     pub zones: Option<(u32, u32)>,
@@ -93,18 +83,11 @@ pub struct Context {
 
 impl Record {
     /// The alert `self` stands for (`None` if its rule is not in `ctx`), from `file`.
-    pub fn view<'a>(&self, ctx: &'a Context, file: &'a str) -> Option<Alert<'a>> {
+    pub fn view<'a>(&'a self, ctx: &'a Context, file: &'a str) -> Option<Alert<'a>> {
         let zone = |i: u32| ctx.zones.get(i as usize).map_or("any", String::as_str);
         Some(Alert {
-            ts: self.ts,
+            record: self,
             rule: ctx.rules.get(self.rule as usize)?,
-            proto: self.proto,
-            src: self.src,
-            src_port: self.src_port,
-            dest: self.dest,
-            dest_port: self.dest_port,
-            icmp: self.icmp,
-            vlans: self.vlans,
             community_id: crate::community_id::community_id_v1_fixed(
                 0,
                 self.src,
@@ -112,12 +95,8 @@ impl Record {
                 self.proto,
                 self.hash_ports,
             ),
-            suppressed: self.suppressed,
             pcap_filename: file,
-            pcap_cnt: self.pcap_cnt,
             in_iface: ctx.iface.as_deref(),
-            flow: self.flow,
-            window: self.window,
             zones: self.zones.map(|(a, b)| (zone(a), zone(b))),
         })
     }
@@ -355,9 +334,9 @@ pub fn json_line(w: &mut Vec<u8>, a: &Alert<'_>) -> io::Result<()> {
 /// [`json_line`] with the rule's and the file's pieces from (and into) `frags`.
 pub fn json_line_with(w: &mut Vec<u8>, a: &Alert<'_>, frags: &mut Fragments) -> io::Result<()> {
     w.extend_from_slice(b"{\"timestamp\":\"");
-    frags.ts(w, a.ts);
+    frags.ts(w, a.record.ts);
     w.extend_from_slice(frags.rule(a.rule)?);
-    match proto::name(a.proto) {
+    match proto::name(a.record.proto) {
         Some(n) => {
             w.extend_from_slice(b",\"proto\":\"");
             w.extend_from_slice(n.as_bytes());
@@ -365,32 +344,32 @@ pub fn json_line_with(w: &mut Vec<u8>, a: &Alert<'_>, frags: &mut Fragments) -> 
         }
         None => {
             w.extend_from_slice(b",\"proto\":");
-            num(w, a.proto);
+            num(w, a.record.proto);
         }
     }
     w.extend_from_slice(b",\"src_ip\":\"");
-    ip(w, a.src)?;
+    ip(w, a.record.src)?;
     w.push(b'"');
-    if let Some(p) = a.src_port {
+    if let Some(p) = a.record.src_port {
         w.extend_from_slice(b",\"src_port\":");
         num(w, p);
     }
     w.extend_from_slice(b",\"dest_ip\":\"");
-    ip(w, a.dest)?;
+    ip(w, a.record.dest)?;
     w.push(b'"');
-    if let Some(p) = a.dest_port {
+    if let Some(p) = a.record.dest_port {
         w.extend_from_slice(b",\"dest_port\":");
         num(w, p);
     }
-    if let Some((t, c)) = a.icmp {
+    if let Some((t, c)) = a.record.icmp {
         w.extend_from_slice(b",\"icmp_type\":");
         num(w, t);
         w.extend_from_slice(b",\"icmp_code\":");
         num(w, c);
     }
-    if !a.vlans.is_empty() {
+    if !a.record.vlans.is_empty() {
         w.extend_from_slice(b",\"vlan\":[");
-        for (i, v) in a.vlans.as_slice().iter().enumerate() {
+        for (i, v) in a.record.vlans.as_slice().iter().enumerate() {
             if i > 0 {
                 w.push(b',');
             }
@@ -401,9 +380,9 @@ pub fn json_line_with(w: &mut Vec<u8>, a: &Alert<'_>, frags: &mut Fragments) -> 
     w.extend_from_slice(b",\"community_id\":\"");
     w.extend_from_slice(a.community_id.as_str().as_bytes());
     w.push(b'"');
-    if a.suppressed > 0 {
+    if a.record.suppressed > 0 {
         w.extend_from_slice(b",\"suppressed\":");
-        num(w, a.suppressed);
+        num(w, a.record.suppressed);
     }
     if let Some((from, to)) = a.zones {
         w.extend_from_slice(b",\"from_zone\":");
@@ -411,12 +390,12 @@ pub fn json_line_with(w: &mut Vec<u8>, a: &Alert<'_>, frags: &mut Fragments) -> 
         w.extend_from_slice(b",\"to_zone\":");
         json_str(w, to)?;
     }
-    if let Some((bytes, window)) = a.window {
+    if let Some((bytes, window)) = a.record.window {
         w.extend_from_slice(b",\"bytes\":");
         num(w, bytes);
         write!(w, ",\"window\":\"{window}\"")?;
     }
-    if let Some(f) = &a.flow {
+    if let Some(f) = &a.record.flow {
         w.extend_from_slice(b",\"flow\":{");
         f.write_members_ts(w, &mut |w, t| frags.ts(w, t))?;
         w.push(b'}');
@@ -429,7 +408,7 @@ pub fn json_line_with(w: &mut Vec<u8>, a: &Alert<'_>, frags: &mut Fragments) -> 
         }
         None => {
             w.extend_from_slice(frags.file(a.pcap_filename)?);
-            num(w, a.pcap_cnt);
+            num(w, a.record.pcap_cnt);
             w.extend_from_slice(b"}\n");
         }
     }
@@ -447,30 +426,36 @@ fn endpoint(w: &mut Vec<u8>, ip: IpAddr, port: Option<u16>) -> io::Result<()> {
 /// Renders `a` as a text line:
 /// `TIMESTAMP SEVERITY RULE PROTO SRC -> DST[ vlan=ID,ID][ icmp=TYPE/CODE] MESSAGE[ (suppressed N)]`.
 pub fn text_line(w: &mut Vec<u8>, a: &Alert<'_>) -> io::Result<()> {
-    write!(w, "{} {} {} ", a.ts, a.rule.severity.as_str(), a.rule.id)?;
-    match proto::name(a.proto) {
+    write!(
+        w,
+        "{} {} {} ",
+        a.record.ts,
+        a.rule.severity.as_str(),
+        a.rule.id
+    )?;
+    match proto::name(a.record.proto) {
         Some(n) => write!(w, "{n} ")?,
-        None => write!(w, "{} ", a.proto)?,
+        None => write!(w, "{} ", a.record.proto)?,
     }
-    endpoint(w, a.src, a.src_port)?;
+    endpoint(w, a.record.src, a.record.src_port)?;
     w.extend_from_slice(b" -> ");
-    endpoint(w, a.dest, a.dest_port)?;
-    if !a.vlans.is_empty() {
+    endpoint(w, a.record.dest, a.record.dest_port)?;
+    if !a.record.vlans.is_empty() {
         w.extend_from_slice(b" vlan=");
-        for (i, v) in a.vlans.as_slice().iter().enumerate() {
+        for (i, v) in a.record.vlans.as_slice().iter().enumerate() {
             if i > 0 {
                 w.push(b',');
             }
             write!(w, "{v}")?;
         }
     }
-    if let Some((t, c)) = a.icmp {
+    if let Some((t, c)) = a.record.icmp {
         write!(w, " icmp={t}/{c}")?;
     }
     if let Some((from, to)) = a.zones {
         write!(w, " zones={from}->{to}")?;
     }
-    if let Some((bytes, window)) = a.window {
+    if let Some((bytes, window)) = a.record.window {
         write!(w, " bytes={bytes}/{window}")?;
     }
     w.push(b' ');
@@ -483,8 +468,8 @@ pub fn text_line(w: &mut Vec<u8>, a: &Alert<'_>) -> io::Result<()> {
             w.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
         }
     }
-    if a.suppressed > 0 {
-        write!(w, " (suppressed {})", a.suppressed)?;
+    if a.record.suppressed > 0 {
+        write!(w, " (suppressed {})", a.record.suppressed)?;
     }
     w.push(b'\n');
     Ok(())
