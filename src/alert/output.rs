@@ -214,6 +214,14 @@ impl Spool {
         }
     }
 
+    /// The writer thread's first error, if any (a direct sink reports errors as they happen).
+    fn failed(&self) -> io::Result<()> {
+        match &self.sink {
+            Sink::Thread(t) => t.error().map_or(Ok(()), Err),
+            Sink::Direct(_) => Ok(()),
+        }
+    }
+
     /// Adds an alert record, to be formatted on the writer thread.
     fn push_record(
         &mut self,
@@ -222,38 +230,30 @@ impl Spool {
         ctx: &Arc<Context>,
         file: &Arc<str>,
     ) -> io::Result<()> {
-        let Sink::Thread(t) = &self.sink else {
-            return Err(io::Error::other("alert records need a writer thread"));
-        };
-        if let Some(e) = t.error() {
-            return Err(e);
-        }
-        if !self.buf.is_empty() {
-            self.ship()?;
-        }
+        self.failed()?;
         let same = self.recs.as_ref().is_some_and(|r| {
             r.format == format && Arc::ptr_eq(&r.ctx, ctx) && Arc::ptr_eq(&r.file, file)
         });
-        if !same {
-            self.ship_records()?;
-            let Sink::Thread(t) = &self.sink else {
-                return Ok(());
-            };
-            self.recs = Some(Records {
-                format,
-                ctx: Arc::clone(ctx),
-                file: Arc::clone(file),
-                list: t
-                    .recycled_recs
-                    .try_recv()
-                    .unwrap_or_else(|_| Vec::with_capacity(RECORDS)),
-            });
+        if !same || !self.buf.is_empty() {
+            // Records gathered so far, then lines: the order they were written in.
+            self.ship()?;
         }
-        if let Some(r) = &mut self.recs {
-            r.list.push(rec);
-            if r.list.len() >= RECORDS {
-                self.ship_records()?;
-            }
+        let Spool { recs, sink, .. } = self;
+        let Sink::Thread(t) = sink else {
+            return Err(io::Error::other("alert records need a writer thread"));
+        };
+        let r = recs.get_or_insert_with(|| Records {
+            format,
+            ctx: Arc::clone(ctx),
+            file: Arc::clone(file),
+            list: t
+                .recycled_recs
+                .try_recv()
+                .unwrap_or_else(|_| Vec::with_capacity(RECORDS)),
+        });
+        r.list.push(rec);
+        if r.list.len() >= RECORDS {
+            self.ship_records()?;
         }
         Ok(())
     }
@@ -282,11 +282,7 @@ impl Spool {
     }
 
     fn write_line(&mut self, line: &[u8]) -> io::Result<()> {
-        if let Sink::Thread(t) = &self.sink {
-            if let Some(e) = t.error() {
-                return Err(e);
-            }
-        }
+        self.failed()?;
         if self.buf.len() + line.len() > BUF {
             self.ship()?;
         }
