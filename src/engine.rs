@@ -136,11 +136,12 @@ struct Zones {
 }
 
 impl Zones {
+    /// The zone of `ip`: the most specific watched network holding it, else `any`.
     fn of(&self, ip: IpAddr) -> &str {
-        self.nets
-            .iter()
-            .find(|(n, _)| n.contains(ip))
-            .map_or("any", |(_, z)| z.as_str())
+        match self.index(ip) {
+            0 => "any",
+            i => self.nets.get(i as usize - 1).map_or("any", |(_, z)| z.as_str()),
+        }
     }
 
     /// [`Zones::of`] as an index into [`Zones::names`].
