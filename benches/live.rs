@@ -23,6 +23,9 @@
 //! Without `--bench` (`cargo test --all-targets` runs bench targets in test mode) it does
 //! nothing.
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -51,14 +54,6 @@ fn env_args(name: &str) -> Vec<String> {
         .split_whitespace()
         .map(str::to_string)
         .collect()
-}
-
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
 }
 
 /// Set by SIGINT/SIGTERM: every wait checks it and panics, so the guards clean up.
@@ -511,7 +506,7 @@ fn main() {
     let root = unsafe { libc::geteuid() } == 0;
     let missing: Vec<&str> = ["ip", "tcpreplay", "tcpdump"]
         .into_iter()
-        .filter(|t| !have(t))
+        .filter(|t| !common::have(t))
         .collect();
     if !root || !missing.is_empty() {
         let why = if root {

@@ -140,7 +140,10 @@ impl Zones {
     fn of(&self, ip: IpAddr) -> &str {
         match self.index(ip) {
             0 => "any",
-            i => self.nets.get(i as usize - 1).map_or("any", |(_, z)| z.as_str()),
+            i => self
+                .nets
+                .get(i as usize - 1)
+                .map_or("any", |(_, z)| z.as_str()),
         }
     }
 

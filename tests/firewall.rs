@@ -9,9 +9,11 @@
 //! iptables is the nf_tables backend, which is what these tests run). Without them the
 //! validation prints SKIPPED and passes, except under `CI=true`, where that is a failure.
 
+mod common;
+
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use exfilwatch::firewall::{render, FirewallFormat};
@@ -189,25 +191,13 @@ fn render_lib(rules: &Path, format: FirewallFormat) -> String {
     render(&set, "ai", format).expect("render")
 }
 
-fn in_ci() -> bool {
-    matches!(std::env::var("CI").as_deref(), Ok("true") | Ok("1"))
-}
-
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 /// Whether the real tools can validate here; prints why not (and fails under CI).
 fn can_validate(test: &str) -> bool {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     let missing: Vec<&str> = ["ip", "nft", "iptables-restore", "ip6tables-restore"]
         .into_iter()
-        .filter(|t| !have(t))
+        .filter(|t| !common::have(t))
         .collect();
     if root && missing.is_empty() {
         return true;
@@ -218,7 +208,7 @@ fn can_validate(test: &str) -> bool {
         "not root".to_string()
     };
     assert!(
-        !in_ci(),
+        !common::ci(),
         "{test}: firewall validation must run in CI, but: {why}"
     );
     eprintln!("SKIPPED {test}: {why} (validation needs root, iproute2, nftables and iptables)");

@@ -9,6 +9,8 @@
 //! These tests need root, iproute2 and tcpreplay. Without root (or the tools) they print why
 //! and pass, except under `CI=true`, where that is a failure.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::Read;
@@ -20,25 +22,13 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_exfilwatch");
 
-fn in_ci() -> bool {
-    matches!(std::env::var("CI").as_deref(), Ok("true") | Ok("1"))
-}
-
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 /// Whether live tests can run here; prints why not (and fails under CI).
 fn can_run(test: &str) -> bool {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     let missing: Vec<&str> = ["ip", "tcpreplay"]
         .into_iter()
-        .filter(|t| !have(t))
+        .filter(|t| !common::have(t))
         .collect();
     if root && missing.is_empty() {
         return true;
@@ -48,7 +38,10 @@ fn can_run(test: &str) -> bool {
     } else {
         "not root".to_string()
     };
-    assert!(!in_ci(), "{test}: live tests must run in CI, but: {why}");
+    assert!(
+        !common::ci(),
+        "{test}: live tests must run in CI, but: {why}"
+    );
     eprintln!("SKIPPED {test}: {why} (live tests need root, iproute2 and tcpreplay)");
     false
 }
