@@ -76,14 +76,13 @@ pub mod ethertype {
     pub const QINQ_OLD_9200: u16 = 0x9200;
 }
 
-/// Where the network layer starts.
+/// Where the network layer starts: an IP packet at `offset`; `version` is what the link layer
+/// announced (ethertype, address family or link type), `None` where only the packet's own
+/// nibble tells. Anything else (ARP, LLDP, IPX, 802.3 LLC…) is [`DecodeError::NotIp`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Network {
-    /// An IP packet at `offset`; `version` is what the link layer announced (ethertype,
-    /// address family or link type), `None` where only the packet's own nibble tells.
-    Ip { offset: usize, version: Option<u8> },
-    /// Something else (ARP, LLDP, IPX, 802.3 LLC…), by its ethertype; not an error.
-    Other { ethertype: u16 },
+pub struct Network {
+    pub offset: usize,
+    pub version: Option<u8>,
 }
 
 mod field {
@@ -114,30 +113,6 @@ fn be16(b: &[u8], f: field::Field) -> Option<u16> {
 /// Maximum number of VLAN tags we walk (802.1ad + 802.1Q + one more for stacked carriers).
 pub const MAX_VLAN_TAGS: usize = 3;
 
-/// The common case of [`network`] for an Ethernet frame with at most one VLAN tag carrying
-/// IPv4 or IPv6: the offset of the IP header and the announced version, the tag (if any) in
-/// `vlans`. `None` (with `vlans` untouched) for anything else, which [`network`] then decodes
-/// with the same result the general way.
-#[inline(always)]
-pub fn ethernet_ip(lt: i32, data: &[u8], vlans: &mut Vlans) -> Option<(usize, u8)> {
-    if lt != linktype::ETHERNET {
-        return None;
-    }
-    let version = |ty: u16| match ty {
-        ethertype::IPV4 => Some(4),
-        ethertype::IPV6 => Some(6),
-        _ => None,
-    };
-    let ty = be16(data, field::ETH_TYPE)?;
-    if ty == ethertype::VLAN {
-        let tag = data.get(field::ETH_LEN..field::ETH_LEN + field::VLAN_LEN)?;
-        let v = version(be16(tag, field::VLAN_TYPE)?)?;
-        vlans.push(be16(tag, field::VLAN_TCI)? & 0x0FFF);
-        return Some((field::ETH_LEN + field::VLAN_LEN, v));
-    }
-    Some((field::ETH_LEN, version(ty)?))
-}
-
 /// Finds the network layer of a frame of link type `lt`, collecting VLAN tags into `vlans`.
 #[inline(always)]
 pub fn network(lt: i32, data: &[u8], vlans: &mut Vlans) -> Result<Network, DecodeError> {
@@ -161,18 +136,18 @@ pub fn network(lt: i32, data: &[u8], vlans: &mut Vlans) -> Result<Network, Decod
             ethertype_dispatch(ty, data, field::SLL2_LEN, vlans)
         }
         linktype::RAW_12 | linktype::RAW_14 | linktype::RAW => match data.first().map(|b| b >> 4) {
-            Some(4) | Some(6) => Ok(Network::Ip {
+            Some(4) | Some(6) => Ok(Network {
                 offset: 0,
                 version: None,
             }),
             Some(_) => Err(DecodeError::IpVersion),
             None => Err(DecodeError::LinkTruncated),
         },
-        linktype::IPV4 => Ok(Network::Ip {
+        linktype::IPV4 => Ok(Network {
             offset: 0,
             version: Some(4),
         }),
-        linktype::IPV6 => Ok(Network::Ip {
+        linktype::IPV6 => Ok(Network {
             offset: 0,
             version: Some(6),
         }),
@@ -192,11 +167,11 @@ pub fn network(lt: i32, data: &[u8], vlans: &mut Vlans) -> Result<Network, Decod
                     }
                 });
             match version {
-                Some(v) => Ok(Network::Ip {
+                Some(v) => Ok(Network {
                     offset: field::NULL_LEN,
                     version: Some(v),
                 }),
-                None => Ok(Network::Other { ethertype: 0 }),
+                None => Err(DecodeError::NotIp(0)),
             }
         }
         other => Err(DecodeError::UnsupportedLinkType(other)),
@@ -235,14 +210,14 @@ fn ethertype_dispatch(
         offset += field::VLAN_LEN;
     }
     match ty {
-        ethertype::IPV4 => Ok(Network::Ip {
+        ethertype::IPV4 => Ok(Network {
             offset,
             version: Some(4),
         }),
-        ethertype::IPV6 => Ok(Network::Ip {
+        ethertype::IPV6 => Ok(Network {
             offset,
             version: Some(6),
         }),
-        other => Ok(Network::Other { ethertype: other }),
+        other => Err(DecodeError::NotIp(other)),
     }
 }

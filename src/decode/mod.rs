@@ -346,15 +346,7 @@ pub fn decode(frame: &Frame<'_>) -> Result<PacketSummary, DecodeError> {
 #[inline]
 pub fn decode_into(frame: &Frame<'_>, out: &mut PacketSummary) -> Result<(), DecodeError> {
     let mut vlans = Vlans::NONE;
-    let (offset, version) = match link::ethernet_ip(frame.linktype, frame.data, &mut vlans) {
-        // The common case (Ethernet, at most one VLAN tag, IP) as plain numbers: the general
-        // path's enum, built in memory and read back, stalled store forwarding.
-        Some((offset, version)) => (offset, Some(version)),
-        None => match link::network(frame.linktype, frame.data, &mut vlans)? {
-            link::Network::Ip { offset, version } => (offset, version),
-            link::Network::Other { ethertype } => return Err(DecodeError::NotIp(ethertype)),
-        },
-    };
+    let link::Network { offset, version } = link::network(frame.linktype, frame.data, &mut vlans)?;
     let ip_bytes = frame.data.get(offset..).ok_or(DecodeError::LinkTruncated)?;
     // The link layer said which IP version follows: a packet that says otherwise is bogus
     // (the kernel drops it; so do we).
