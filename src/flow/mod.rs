@@ -114,6 +114,17 @@ pub enum EndReason {
 }
 
 impl EndReason {
+    /// Position in counters kept by reason: timeout, fin, rst, evicted, shutdown.
+    pub fn index(self) -> usize {
+        match self {
+            EndReason::Timeout => 0,
+            EndReason::Fin => 1,
+            EndReason::Rst => 2,
+            EndReason::Evicted => 3,
+            EndReason::Shutdown => 4,
+        }
+    }
+
     /// Lower-case name, as in flow records.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -609,6 +620,26 @@ impl FlowTable {
             }
         }
         false
+    }
+
+    /// Ends every flow still alive, as [`FlowTable::shutdown`] does, but only counts them by
+    /// end reason (by [`EndReason::index`]) instead of handing each one out:
+    /// for a caller that keeps no per-flow record. One pass over the slab, no list walk.
+    /// Flows already ended and not yet taken stay for [`FlowTable::take_ended`].
+    pub fn shutdown_counted(&mut self) -> [u64; 5] {
+        let mut counts = [0u64; 5];
+        for flow in self.slab.iter().flatten() {
+            let reason = flow.close_reason.unwrap_or(EndReason::Shutdown);
+            counts[reason.index()] += 1;
+        }
+        self.map.clear();
+        self.slab.clear();
+        self.nodes.clear();
+        self.free.clear();
+        self.heads = [NIL; CLASSES];
+        self.tails = [NIL; CLASSES];
+        self.live = 0;
+        counts
     }
 
     /// Moves the flows that ended since the last call into `out` (cleared first), in the

@@ -251,3 +251,55 @@ fn test_shutdown_ends_all_in_order() {
     assert_eq!(order, vec![1, 2, 3, 4, 5]);
     assert!(ft.is_empty());
 }
+
+/// Flows in every end state: open TCP and UDP, closed by RST, closed by FINs both ways, and
+/// one ended by timeout before the end (already out of the table).
+fn mixed_table() -> FlowTable {
+    let mut ft = FlowTable::new(FlowConfig::default());
+    let pkts = [
+        tcp(0, "10.0.1.1", 1000, "1.1.1.1", 443, SYN),
+        udp(1, "10.0.1.2", 53, "8.8.8.8", 53),
+        tcp(2, "10.0.1.3", 1001, "1.1.1.1", 443, SYN),
+        tcp(2, "1.1.1.1", 443, "10.0.1.3", 1001, RST),
+        tcp(3, "10.0.1.4", 1002, "1.1.1.1", 443, FIN | ACK),
+        tcp(3, "1.1.1.1", 443, "10.0.1.4", 1002, FIN | ACK),
+        tcp(4, "10.0.1.5", 1003, "1.1.1.1", 80, SYN),
+        // 61 s later the first SYN-only flow has timed out; the rest are within theirs.
+        tcp(61, "10.0.1.6", 1004, "1.1.1.1", 80, SYN),
+    ];
+    for p in &pkts {
+        step(&mut ft, p);
+    }
+    ft
+}
+
+#[test]
+fn test_shutdown_counted_counts_what_shutdown_hands_out() {
+    let mut handed = mixed_table();
+    let timed_out: Vec<EndReason> = handed.drain_ended().map(|(_, r)| r).collect();
+    assert_eq!(timed_out, vec![EndReason::Timeout]);
+    handed.shutdown();
+    let mut expected = [0u64; 5];
+    for (_, r) in handed.drain_ended() {
+        expected[r.index()] += 1;
+    }
+    assert_eq!(expected, [0, 1, 1, 0, 3], "fin, rst, and three still open");
+
+    let mut counted = mixed_table();
+    assert_eq!(counted.shutdown_counted(), expected);
+    assert!(counted.is_empty());
+    // The flow that ended before the end of input is still handed out, once.
+    let before: Vec<EndReason> = counted.drain_ended().map(|(_, r)| r).collect();
+    assert_eq!(before, vec![EndReason::Timeout]);
+    // The table is usable again, from a clean state.
+    let t = step(
+        &mut counted,
+        &tcp(70, "10.0.1.1", 1000, "1.1.1.1", 443, SYN),
+    )
+    .unwrap();
+    assert!(t.created);
+    assert_eq!(counted.len(), 1);
+    counted.shutdown();
+    assert_eq!(counted.drain_ended().count(), 1);
+    assert!(counted.is_empty());
+}
