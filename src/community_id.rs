@@ -65,6 +65,11 @@ pub fn community_id_v1(
 pub struct CommunityId([u8; ID_LEN]);
 
 impl CommunityId {
+    /// The ASCII bytes of [`CommunityId::as_str`] (no UTF-8 check: the JSON writer's form).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
     pub fn as_str(&self) -> &str {
         // Only ASCII is ever written into it.
         std::str::from_utf8(&self.0).unwrap_or_default()

@@ -299,14 +299,26 @@ fn json_str(w: &mut Vec<u8>, s: &str) -> io::Result<()> {
 fn ip(w: &mut Vec<u8>, addr: IpAddr) -> io::Result<()> {
     match addr {
         IpAddr::V4(v4) => {
-            let o = v4.octets();
-            let mut b = itoa::Buffer::new();
-            for (i, x) in o.iter().enumerate() {
+            // Dotted decimal into a stack buffer, appended in one copy.
+            let mut buf = [0u8; 15];
+            let mut n = 0;
+            for (i, x) in v4.octets().into_iter().enumerate() {
                 if i > 0 {
-                    w.push(b'.');
+                    buf[n] = b'.';
+                    n += 1;
                 }
-                w.extend_from_slice(b.format(*x).as_bytes());
+                if x >= 100 {
+                    buf[n] = b'0' + x / 100;
+                    n += 1;
+                }
+                if x >= 10 {
+                    buf[n] = b'0' + x / 10 % 10;
+                    n += 1;
+                }
+                buf[n] = b'0' + x % 10;
+                n += 1;
             }
+            w.extend_from_slice(&buf[..n]);
             Ok(())
         }
         IpAddr::V6(v6) => write!(w, "{v6}"),
@@ -378,7 +390,7 @@ pub fn json_line_with(w: &mut Vec<u8>, a: &Alert<'_>, frags: &mut Fragments) -> 
         w.push(b']');
     }
     w.extend_from_slice(b",\"community_id\":\"");
-    w.extend_from_slice(a.community_id.as_str().as_bytes());
+    w.extend_from_slice(a.community_id.as_bytes());
     w.push(b'"');
     if a.record.suppressed > 0 {
         w.extend_from_slice(b",\"suppressed\":");
@@ -478,6 +490,30 @@ pub fn text_line(w: &mut Vec<u8>, a: &Alert<'_>) -> io::Result<()> {
 #[cfg(test)]
 mod ts_cache_tests {
     use super::*;
+
+    #[test]
+    fn test_ipv4_text_equals_std() {
+        let mut x: u32 = 0x2545_f491;
+        let edges = [0u8, 1, 9, 10, 11, 99, 100, 101, 199, 200, 249, 250, 255];
+        let mut addrs: Vec<u32> = Vec::new();
+        for &a in &edges {
+            for &b in &edges {
+                addrs.push(u32::from_be_bytes([a, b, 255 - a, b / 2]));
+            }
+        }
+        for _ in 0..100_000 {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            addrs.push(x);
+        }
+        for a in addrs {
+            let v4 = std::net::Ipv4Addr::from(a);
+            let mut w = b"x".to_vec();
+            ip(&mut w, IpAddr::V4(v4)).unwrap();
+            assert_eq!(&w[1..], v4.to_string().as_bytes(), "{v4}");
+        }
+    }
 
     #[test]
     fn test_cached_timestamps_equal_the_full_writer() {
