@@ -155,17 +155,20 @@ pub(super) fn prefetch<T>(r: &T) {
     prefetch_at((r as *const T).cast::<u8>());
 }
 
-/// Asks the CPU to start loading the cache line holding the last byte of `r` (a value that
-/// may span two lines).
+/// Asks the CPU to start loading every cache line of `r` after its first (a value longer
+/// than a line: a 120-byte flow at a 120-byte stride spans three lines in six slots of eight).
 #[inline(always)]
-pub(super) fn prefetch_end<T>(r: &T) {
-    prefetch_at(
-        (r as *const T)
-            .cast::<u8>()
-            .wrapping_add(size_of::<T>().max(1) - 1),
-    );
+pub(super) fn prefetch_rest<T>(r: &T) {
+    let start = (r as *const T).cast::<u8>();
+    let size = size_of::<T>();
+    let mut off = 64 - (start as usize & 63);
+    while off < size {
+        prefetch_at(start.wrapping_add(off));
+        off += 64;
+    }
 }
 
+/// Asks the CPU to start loading the line at `p` (any address: nothing is dereferenced).
 #[inline(always)]
 fn prefetch_at(p: *const u8) {
     #[cfg(target_arch = "x86_64")]
