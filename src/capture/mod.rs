@@ -7,7 +7,7 @@
 //! damaged record is an error naming the file and the packet number, after which the source is
 //! finished.
 //!
-//! libpcap reads every file, through a stdio stream we open with a 64 KiB buffer ([`STDIO_BUF`])
+//! libpcap reads every file, through a stdio stream we open with a 64 KiB buffer (`STDIO_BUF`)
 //! and hand it; but libpcap 1.10 stops on some valid pcapng files (interfaces of
 //! different link types or snap lengths, a section in the other byte order, a record longer than
 //! the snap length). When it does on a pcapng file opened by path, our own reader
