@@ -4,7 +4,7 @@
 //! Contract: every function here checks a length before it reads; none panics on any input.
 //! Byte offsets are named in `field` modules, as in smoltcp.
 
-use super::{DecodeError, Vlans};
+use super::{be16, DecodeError, Vlans};
 
 /// Data-link types we decode (libpcap `DLT_*` values as `pcap_datalink()` reports them; a
 /// savefile's `LINKTYPE_*` value is mapped to these by libpcap, e.g. 101 becomes 12).
@@ -86,7 +86,7 @@ pub struct Network {
 }
 
 mod field {
-    pub type Field = core::ops::Range<usize>;
+    use crate::decode::Field;
     /// Ethernet II: destination, source, ethertype.
     pub const ETH_TYPE: Field = 12..14;
     pub const ETH_LEN: usize = 14;
@@ -103,11 +103,6 @@ mod field {
     /// BSD null / loop: the address family.
     pub const NULL_AF: Field = 0..4;
     pub const NULL_LEN: usize = 4;
-}
-
-fn be16(b: &[u8], f: field::Field) -> Option<u16> {
-    let s = b.get(f)?;
-    Some(u16::from_be_bytes([s[0], s[1]]))
 }
 
 /// Maximum number of VLAN tags we walk (802.1ad + 802.1Q + one more for stacked carriers).

@@ -20,6 +20,16 @@ use etherparse::{ip_number, Ipv6ExtensionSlice, LaxIpSlice};
 
 use crate::time::Timestamp;
 
+/// A header field: its byte range, as in smoltcp's `field` modules (one per header below and in
+/// [`link`]).
+type Field = core::ops::Range<usize>;
+
+/// The big-endian 16-bit number in field `f` of `b`, if `b` holds the field.
+#[inline(always)]
+fn be16(b: &[u8], f: Field) -> Option<u16> {
+    Some(u16::from_be_bytes(*b.get(f)?.first_chunk::<2>()?))
+}
+
 pub use link::linktype;
 
 /// Up to three VLAN ids, outermost first.
@@ -386,7 +396,7 @@ fn decode_ip_into(bytes: &[u8], out: &mut PacketSummary) -> Result<(), DecodeErr
 }
 
 mod ipv6_field {
-    pub type Field = core::ops::Range<usize>;
+    use super::Field;
     pub const PAYLOAD_LEN: Field = 4..6;
     pub const NEXT_HEADER: usize = 6;
     pub const SRC: Field = 8..24;
@@ -408,14 +418,11 @@ fn decode_ipv6_plain_into(
     if h[0] >> 4 != 6 || !matches!(nh, 6 | 17 | 58) {
         return None;
     }
-    let plen = usize::from(u16::from_be_bytes([
-        h[f::PAYLOAD_LEN.start],
-        h[f::PAYLOAD_LEN.start + 1],
-    ]));
+    let plen = usize::from(be16(h, f::PAYLOAD_LEN)?);
     // A payload length of 0 (jumbogram, segmentation offload) states nothing.
     let stated = if plen == 0 { 0 } else { f::LEN + plen };
     let (payload, ip_len, incomplete) = ip_payload(bytes, f::LEN, stated);
-    let addr = |r: f::Field| {
+    let addr = |r: Field| {
         let mut a = [0u8; 16];
         a.copy_from_slice(&h[r]);
         IpAddr::V6(Ipv6Addr::from(a))
@@ -431,7 +438,7 @@ fn decode_ipv6_plain_into(
 }
 
 mod ipv4_field {
-    pub type Field = core::ops::Range<usize>;
+    use super::Field;
     pub const TOTAL_LEN: Field = 2..4;
     pub const IDENT: Field = 4..6;
     pub const FLAGS_FRAG: Field = 6..8;
@@ -456,20 +463,23 @@ fn decode_ipv4_plain_into(
     if h[0] != 0x45 || h[f::PROTOCOL] == f::AUTH {
         return None;
     }
-    let be16 = |r: core::ops::Range<usize>| u16::from_be_bytes([h[r.start], h[r.start + 1]]);
-    let total = usize::from(be16(f::TOTAL_LEN));
+    let total = usize::from(be16(h, f::TOTAL_LEN)?);
     if total != 0 && total < f::MIN_LEN {
         return Some(Err(DecodeError::IpMalformed));
     }
     let (payload, ip_len, incomplete) = ip_payload(bytes, f::MIN_LEN, total);
-    let flags_frag = be16(f::FLAGS_FRAG);
+    let flags_frag = be16(h, f::FLAGS_FRAG)?;
     let (more, offset) = (flags_frag & 0x2000 != 0, flags_frag & 0x1fff);
-    let fragment = (more || offset != 0).then(|| Fragment {
-        id: u32::from(be16(f::IDENT)),
-        offset,
-        more,
-    });
-    let addr = |r: core::ops::Range<usize>| {
+    let fragment = if more || offset != 0 {
+        Some(Fragment {
+            id: u32::from(be16(h, f::IDENT)?),
+            offset,
+            more,
+        })
+    } else {
+        None
+    };
+    let addr = |r: Field| {
         IpAddr::V4(Ipv4Addr::new(
             h[r.start],
             h[r.start + 1],
@@ -628,7 +638,7 @@ fn decode_ip_general(bytes: &[u8], out: &mut PacketSummary) -> Result<(), Decode
 }
 
 mod field {
-    pub type Field = core::ops::Range<usize>;
+    use super::Field;
     /// TCP, UDP and SCTP all start with source and destination port.
     pub const SRC_PORT: Field = 0..2;
     pub const DST_PORT: Field = 2..4;
@@ -646,11 +656,9 @@ mod field {
 /// header was cut short (but still usable).
 fn decode_transport(proto: u8, p: &[u8]) -> Result<(Transport, u8, bool), DecodeError> {
     let ports = |p: &[u8]| -> Option<Transport> {
-        let s = p.get(field::SRC_PORT)?;
-        let d = p.get(field::DST_PORT)?;
         Some(Transport::Ports {
-            src: u16::from_be_bytes([s[0], s[1]]),
-            dst: u16::from_be_bytes([d[0], d[1]]),
+            src: be16(p, field::SRC_PORT)?,
+            dst: be16(p, field::DST_PORT)?,
         })
     };
     match proto {
