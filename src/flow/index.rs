@@ -155,15 +155,17 @@ pub(super) fn prefetch<T>(r: &T) {
     prefetch_at((r as *const T).cast::<u8>());
 }
 
-/// Asks the CPU to start loading every cache line of `r` after its first (a value longer
-/// than a line: a 120-byte flow at a 120-byte stride spans three lines in six slots of eight).
+/// Asks the CPU to start loading every cache line of `r` (a value longer than a line: a
+/// 120-byte flow at a 120-byte stride spans three lines in six slots of eight).
 #[inline(always)]
-pub(super) fn prefetch_rest<T>(r: &T) {
+pub(super) fn prefetch_lines<T>(r: &T) {
     let start = (r as *const T).cast::<u8>();
-    let size = size_of::<T>();
-    let mut off = 64 - (start as usize & 63);
-    while off < size {
-        prefetch_at(start.wrapping_add(off));
+    // From the start of the line holding the first byte, a line at a time past the last.
+    let lead = start as usize & 63;
+    let first = start.wrapping_sub(lead);
+    let mut off = 0;
+    while off < lead + size_of::<T>() {
+        prefetch_at(first.wrapping_add(off));
         off += 64;
     }
 }

@@ -19,7 +19,7 @@ use std::hash::BuildHasher;
 use std::net::IpAddr;
 
 mod index;
-use index::{prefetch, prefetch_rest, Index};
+use index::{prefetch, prefetch_lines, Index};
 
 use crate::decode::{proto, tcp_flags, PacketSummary, Transport, Vlans};
 use crate::time::{Duration, Timestamp};
@@ -455,9 +455,7 @@ impl FlowTable {
     pub fn lookahead_flow(&self, ahead: Option<&Lookahead>) -> Option<u32> {
         let slot = self.map.hint(ahead?.hash)?;
         let f = self.slab.get(slot as usize)?;
-        // A flow spans two or three cache lines.
-        prefetch(f);
-        prefetch_rest(f);
+        prefetch_lines(f);
         prefetch(self.nodes.get(slot as usize)?);
         Some(slot)
     }
