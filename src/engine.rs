@@ -564,23 +564,24 @@ impl Engine {
 
     /// Ends the input: flows still alive end with reason `shutdown`; outputs are flushed.
     pub fn finish(&mut self) -> io::Result<()> {
-        // Flows ended before the end of input are still to be accounted.
-        self.handle_ended()?;
         if self.flow_out.is_none() && self.talkers.is_none() {
+            // Flows that ended before the end of input first: they give back watch entries.
+            self.handle_ended()?;
             // Nothing keeps a record per flow: count the rest by reason and drop them at
-            // once (a million flows after a flood: a tenth of its run, one by one).
+            // once (a million flows one by one took 50 ms after a flood).
             let counts = self.flows.shutdown_counted();
             for (total, n) in self.ended.iter_mut().zip(counts) {
                 *total += n;
             }
             self.watches.clear();
             self.free_watches.clear();
-        }
-        // In batches: a million live flows never sit in memory twice.
-        while self.flows.shutdown_some(4096) {
+        } else {
+            // In batches: a million live flows never sit in memory twice.
+            while self.flows.shutdown_some(4096) {
+                self.handle_ended()?;
+            }
             self.handle_ended()?;
         }
-        self.handle_ended()?;
         if let Some(out) = self.flow_out.as_mut() {
             out.flush()?;
         }
