@@ -105,7 +105,9 @@ pub type Talkers = BTreeMap<IpAddr, BTreeMap<IpAddr, Talk>>;
 /// One volume or duration rule watching one flow.
 #[derive(Debug, Clone, Copy)]
 struct WatchEntry {
-    rule: usize,
+    /// Index of the rule (`u32::MAX` for none: entries are 8 bytes, one per watch rule per
+    /// flow, so a flood of new flows touches a quarter of what `usize` and padding cost).
+    rule: u32,
     /// The inside host (the one in `src`) is the flow's initiator.
     inside_is_initiator: bool,
     fired: bool,
@@ -113,7 +115,7 @@ struct WatchEntry {
 
 impl WatchEntry {
     const NONE: WatchEntry = WatchEntry {
-        rule: usize::MAX,
+        rule: u32::MAX,
         inside_is_initiator: false,
         fired: false,
     };
@@ -723,8 +725,11 @@ fn watch_entries(
         } else {
             continue;
         };
+        let Ok(rule) = u32::try_from(i) else {
+            continue;
+        };
         let e = WatchEntry {
-            rule: i,
+            rule,
             inside_is_initiator,
             fired: false,
         };
@@ -746,8 +751,11 @@ fn check_watches(
     flow: &Flow,
     dir: Direction,
 ) {
-    for e in entries.iter_mut().filter(|e| e.rule != usize::MAX) {
-        let r = &rules.rules[e.rule];
+    for e in entries.iter_mut().filter(|e| e.rule != u32::MAX) {
+        let rule = e.rule as usize;
+        let Some(r) = rules.rules.get(rule) else {
+            continue;
+        };
         let inside_dir = if e.inside_is_initiator {
             Direction::ToServer
         } else {
@@ -760,7 +768,7 @@ fn check_watches(
         };
         let ports = has_ports(flow.key.proto);
         let m = Match {
-            rule: e.rule,
+            rule,
             src: inside.addr,
             dest: peer.addr,
             src_port: ports.then_some(inside.port),
@@ -779,7 +787,7 @@ fn check_watches(
                     }
                 }
                 VolumeTrack::BySrc { window } => {
-                    let w = windows.entry((e.rule, inside.addr)).or_default();
+                    let w = windows.entry((rule, inside.addr)).or_default();
                     let now = p.ts;
                     while let Some(&(t, b)) = w.q.front() {
                         if now.since(t) < window {
