@@ -158,10 +158,7 @@ pub fn compile_files(files: &[(String, String)]) -> Result<RuleSet, RuleError> {
             let nets = cidr_list(src, value)?;
             networks.insert(
                 name.get_ref().clone(),
-                NetSet {
-                    nets,
-                    label: name.get_ref().clone(),
-                },
+                NetSet::new(nets, name.get_ref().clone()),
             );
         }
         for (name, value) in &raw.ports {
@@ -727,10 +724,7 @@ fn net_ref(
         }
         labels.push(s.clone());
     }
-    Ok(NetSet {
-        nets,
-        label: labels.join(","),
-    })
+    Ok(NetSet::new(nets, labels.join(",")))
 }
 
 /// Ports: a number, `"a-b"`, a `[ports]` name (when `names` is given), or a list of those.

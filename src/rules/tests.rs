@@ -284,3 +284,83 @@ fn test_huge_numbers_do_not_panic() {
         let _ = compile(text);
     }
 }
+
+/// `NetSet::contains` (masks compiled once) answers as `IpNetwork::contains` does, on
+/// addresses near and inside every network and on random ones, for prefixes 0 to 32 and 0 to
+/// 128, with IPv4 sets asked about IPv6 addresses and the other way round.
+#[test]
+fn test_netset_contains_equals_ipnetwork() {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for round in 0..200 {
+        let mut nets = Vec::new();
+        for _ in 0..1 + round % 4 {
+            let r = next();
+            nets.push(if r & 1 == 0 {
+                let p = (r >> 8) as u8 % 33;
+                IpNetwork::V4(
+                    ipnetwork::Ipv4Network::new(std::net::Ipv4Addr::from(next() as u32), p)
+                        .unwrap(),
+                )
+            } else {
+                let p = (r >> 8) as u8 % 129;
+                let a = (u128::from(next()) << 64) | u128::from(next());
+                IpNetwork::V6(ipnetwork::Ipv6Network::new(std::net::Ipv6Addr::from(a), p).unwrap())
+            });
+        }
+        let set = NetSet::new(nets.clone(), String::new());
+        let mut probes: Vec<IpAddr> = Vec::new();
+        for n in &nets {
+            // The network's first address, a random address inside, and its neighbours
+            // (one below, one past the end).
+            match n {
+                IpNetwork::V4(n) => {
+                    let base = u32::from(n.network());
+                    let span = if n.prefix() == 0 {
+                        u32::MAX
+                    } else {
+                        (1u32 << (32 - n.prefix())) - 1
+                    };
+                    for a in [
+                        base,
+                        base | (next() as u32 & span),
+                        base.wrapping_sub(1),
+                        base.wrapping_add(span).wrapping_add(1),
+                    ] {
+                        probes.push(IpAddr::V4(a.into()));
+                    }
+                }
+                IpNetwork::V6(n) => {
+                    let base = u128::from(n.network());
+                    let span = if n.prefix() == 0 {
+                        u128::MAX
+                    } else {
+                        (1u128 << (128 - n.prefix())) - 1
+                    };
+                    let r = (u128::from(next()) << 64) | u128::from(next());
+                    for a in [
+                        base,
+                        base | (r & span),
+                        base.wrapping_sub(1),
+                        base.wrapping_add(span).wrapping_add(1),
+                    ] {
+                        probes.push(IpAddr::V6(a.into()));
+                    }
+                }
+            }
+        }
+        probes.push(IpAddr::V4((next() as u32).into()));
+        probes.push(IpAddr::V6(
+            ((u128::from(next()) << 64) | u128::from(next())).into(),
+        ));
+        for ip in probes {
+            let want = nets.iter().any(|n| n.contains(ip));
+            assert_eq!(set.contains(ip), want, "{ip} in {nets:?}");
+        }
+    }
+}
