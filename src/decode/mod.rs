@@ -238,7 +238,7 @@ impl DecodeStats {
     }
 
     /// [`DecodeStats::record`] of a summary held elsewhere ([`decode_into`]'s slot).
-    pub fn record_ref(&mut self, r: Result<&PacketSummary, DecodeError>) {
+    fn record_ref(&mut self, r: Result<&PacketSummary, DecodeError>) {
         match r {
             Ok(s) => {
                 if s.src.is_ipv4() {
@@ -348,6 +348,24 @@ pub fn decode(frame: &Frame<'_>) -> Result<PacketSummary, DecodeError> {
     let mut s = PacketSummary::EMPTY;
     decode_into(frame, &mut s)?;
     Ok(s)
+}
+
+/// Decodes `frame` onto the end of `batch`, in place (see [`decode_into`]), and counts the
+/// outcome in `stats`. On an error `batch` is as it was. What the capture loops do per frame.
+#[inline]
+pub fn decode_append(
+    frame: &Frame<'_>,
+    batch: &mut Vec<PacketSummary>,
+    stats: &mut DecodeStats,
+) -> Result<(), DecodeError> {
+    batch.push(PacketSummary::EMPTY);
+    let n = batch.len();
+    let r = decode_into(frame, &mut batch[n - 1]);
+    stats.record_ref(r.map(|()| &batch[n - 1]));
+    if r.is_err() {
+        batch.pop();
+    }
+    r
 }
 
 /// [`decode`] into `out`, field by field (on an error `out` holds some of them). The capture

@@ -480,15 +480,8 @@ fn capture_loop(
                 quiet = 0;
                 c.packets += 1;
                 c.bytes += u64::from(frame.orig_len);
-                // Decoded in place, in the batch (see decode_into).
                 let was_empty = batch.is_empty();
-                batch.push(PacketSummary::EMPTY);
-                let n = batch.len();
-                let r = decode::decode_into(&frame, &mut batch[n - 1]);
-                c.decode.record_ref(r.map(|()| &batch[n - 1]));
-                if r.is_err() {
-                    batch.pop();
-                } else if was_empty {
+                if decode::decode_append(&frame, &mut batch, &mut c.decode).is_ok() && was_empty {
                     batch_started = Instant::now();
                 }
             }

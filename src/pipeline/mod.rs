@@ -201,17 +201,10 @@ fn capture_files(
                 Ok(Some(frame)) => {
                     t.packets += 1;
                     t.bytes += u64::from(frame.orig_len);
-                    // Decoded in place, in the batch (see decode_into).
-                    batch.push(PacketSummary::EMPTY);
-                    let n = batch.len();
-                    let r = decode::decode_into(&frame, &mut batch[n - 1]);
-                    t.decode.record_ref(r.map(|()| &batch[n - 1]));
-                    if let Err(e) = r {
-                        batch.pop();
-                        if let DecodeError::UnsupportedLinkType(lt) = e {
-                            *unsupported.entry(lt).or_default() += 1;
-                        }
-                    } else if batch.len() >= FILE_BATCH {
+                    let r = decode::decode_append(&frame, &mut batch, &mut t.decode);
+                    if let Err(DecodeError::UnsupportedLinkType(lt)) = r {
+                        *unsupported.entry(lt).or_default() += 1;
+                    } else if r.is_ok() && batch.len() >= FILE_BATCH {
                         let full = std::mem::replace(&mut batch, new_batch());
                         if tx.send(Msg::Batch(full)).is_err() {
                             return t;
