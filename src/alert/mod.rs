@@ -33,7 +33,6 @@ pub enum Format {
 pub struct Alert<'a> {
     pub record: &'a Record,
     pub rule: &'a Rule,
-    pub community_id: crate::community_id::CommunityId,
     /// The input file (offline); the record has the packet's number in it.
     pub pcap_filename: &'a str,
     /// The capture interface (live); replaces `pcap_filename` and `pcap_cnt`.
@@ -88,17 +87,19 @@ impl Record {
         Some(Alert {
             record: self,
             rule: ctx.rules.get(self.rule as usize)?,
-            community_id: crate::community_id::community_id_v1_fixed(
-                0,
-                self.src,
-                self.dest,
-                self.proto,
-                self.hash_ports,
-            ),
             pcap_filename: file,
             in_iface: ctx.iface.as_deref(),
             zones: self.zones.map(|(a, b)| (zone(a), zone(b))),
         })
+    }
+}
+
+impl Alert<'_> {
+    /// The flow's Community ID (v1, seed 0), oriented from the alert's source. Worked out
+    /// when a format writes it (JSON does, text does not).
+    pub fn community_id(&self) -> crate::community_id::CommunityId {
+        let r = self.record;
+        crate::community_id::community_id_v1_fixed(0, r.src, r.dest, r.proto, r.hash_ports)
     }
 }
 
@@ -390,7 +391,7 @@ pub fn json_line_with(w: &mut Vec<u8>, a: &Alert<'_>, frags: &mut Fragments) -> 
         w.push(b']');
     }
     w.extend_from_slice(b",\"community_id\":\"");
-    w.extend_from_slice(a.community_id.as_bytes());
+    w.extend_from_slice(a.community_id().as_bytes());
     w.push(b'"');
     if a.record.suppressed > 0 {
         w.extend_from_slice(b",\"suppressed\":");
