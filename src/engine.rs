@@ -49,7 +49,7 @@ pub struct EngineStats {
     pub packets: u64,
     pub flows: FlowStats,
     /// Flows that ended, by reason (timeout, fin, rst, evicted, shutdown).
-    pub ended: [(&'static str, u64); 5],
+    pub ended: [(&'static str, u64); EndReason::ALL.len()],
     /// Per rule, in rule order (the `policy` pseudo-rule last, when there is a policy).
     pub rules: Vec<(String, RuleCounts)>,
     pub policy: Option<PolicyCounts>,
@@ -200,7 +200,7 @@ pub struct Engine {
     ended_buf: Vec<(Flow, EndReason)>,
     counts: Vec<RuleCounts>,
     policy_counts: PolicyCounts,
-    ended: [u64; 5],
+    ended: [u64; EndReason::ALL.len()],
     packets: u64,
     /// Live capture interface, reported as `in_iface`.
     iface: Option<String>,
@@ -275,7 +275,7 @@ impl Engine {
             ended_buf: Vec::new(),
             counts,
             policy_counts: PolicyCounts::default(),
-            ended: [0; 5],
+            ended: [0; EndReason::ALL.len()],
             packets: 0,
             iface: None,
             line: Vec::with_capacity(512),
@@ -633,11 +633,7 @@ impl Engine {
 
     /// Counters so far.
     pub fn stats(&self) -> EngineStats {
-        let names = ["timeout", "fin", "rst", "evicted", "shutdown"];
-        let mut ended = [("", 0); 5];
-        for (i, n) in names.iter().enumerate() {
-            ended[i] = (n, self.ended[i]);
-        }
+        let ended = EndReason::ALL.map(|r| (r.as_str(), self.ended[r.index()]));
         let mut rules: Vec<(String, RuleCounts)> = self
             .rules
             .rules

@@ -114,15 +114,18 @@ pub enum EndReason {
 }
 
 impl EndReason {
-    /// Position in counters kept by reason: timeout, fin, rst, evicted, shutdown.
+    /// Every reason, in [`EndReason::index`] order.
+    pub const ALL: [EndReason; 5] = [
+        EndReason::Timeout,
+        EndReason::Fin,
+        EndReason::Rst,
+        EndReason::Evicted,
+        EndReason::Shutdown,
+    ];
+
+    /// Position in counters kept by reason (its place in [`EndReason::ALL`]).
     pub fn index(self) -> usize {
-        match self {
-            EndReason::Timeout => 0,
-            EndReason::Fin => 1,
-            EndReason::Rst => 2,
-            EndReason::Evicted => 3,
-            EndReason::Shutdown => 4,
-        }
+        self as usize
     }
 
     /// Lower-case name, as in flow records.
@@ -624,8 +627,8 @@ impl FlowTable {
     /// end reason (by [`EndReason::index`]) instead of handing each one out:
     /// for a caller that keeps no per-flow record. One pass over the slab, no list walk.
     /// Flows already ended and not yet taken stay for [`FlowTable::take_ended`].
-    pub fn shutdown_counted(&mut self) -> [u64; 5] {
-        let mut counts = [0u64; 5];
+    pub fn shutdown_counted(&mut self) -> [u64; EndReason::ALL.len()] {
+        let mut counts = [0u64; EndReason::ALL.len()];
         for flow in self.slab.iter().flatten() {
             let reason = flow.close_reason.unwrap_or(EndReason::Shutdown);
             counts[reason.index()] += 1;

@@ -275,11 +275,14 @@ fn mixed_table() -> FlowTable {
 
 #[test]
 fn test_shutdown_counted_counts_what_shutdown_hands_out() {
+    for (i, r) in EndReason::ALL.into_iter().enumerate() {
+        assert_eq!(r.index(), i, "{r:?}");
+    }
     let mut handed = mixed_table();
     let timed_out: Vec<EndReason> = handed.drain_ended().map(|(_, r)| r).collect();
     assert_eq!(timed_out, vec![EndReason::Timeout]);
     handed.shutdown();
-    let mut expected = [0u64; 5];
+    let mut expected = [0u64; EndReason::ALL.len()];
     for (_, r) in handed.drain_ended() {
         expected[r.index()] += 1;
     }
