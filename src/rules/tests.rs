@@ -297,67 +297,48 @@ fn test_netset_contains_equals_ipnetwork() {
         x ^= x << 17;
         x
     };
+    // An address of the family of `v6` from the low bits of `a`.
+    let addr = |v6: bool, a: u128| -> IpAddr {
+        if v6 {
+            IpAddr::V6(a.into())
+        } else {
+            IpAddr::V4((a as u32).into())
+        }
+    };
+    let bits = |v6: bool| if v6 { 128 } else { 32 };
     for round in 0..200 {
         let mut nets = Vec::new();
         for _ in 0..1 + round % 4 {
             let r = next();
-            nets.push(if r & 1 == 0 {
-                let p = (r >> 8) as u8 % 33;
-                IpNetwork::V4(
-                    ipnetwork::Ipv4Network::new(std::net::Ipv4Addr::from(next() as u32), p)
-                        .unwrap(),
-                )
-            } else {
-                let p = (r >> 8) as u8 % 129;
-                let a = (u128::from(next()) << 64) | u128::from(next());
-                IpNetwork::V6(ipnetwork::Ipv6Network::new(std::net::Ipv6Addr::from(a), p).unwrap())
-            });
+            let v6 = r & 1 == 1;
+            let prefix = (r >> 8) as u8 % (bits(v6) + 1);
+            let a = addr(v6, (u128::from(next()) << 64) | u128::from(next()));
+            nets.push(IpNetwork::new(a, prefix).unwrap());
         }
         let set = NetSet::new(nets.clone(), String::new());
         let mut probes: Vec<IpAddr> = Vec::new();
         for n in &nets {
             // The network's first address, a random address inside, and its neighbours
-            // (one below, one past the end).
-            match n {
-                IpNetwork::V4(n) => {
-                    let base = u32::from(n.network());
-                    let span = if n.prefix() == 0 {
-                        u32::MAX
-                    } else {
-                        (1u32 << (32 - n.prefix())) - 1
-                    };
-                    for a in [
-                        base,
-                        base | (next() as u32 & span),
-                        base.wrapping_sub(1),
-                        base.wrapping_add(span).wrapping_add(1),
-                    ] {
-                        probes.push(IpAddr::V4(a.into()));
-                    }
-                }
-                IpNetwork::V6(n) => {
-                    let base = u128::from(n.network());
-                    let span = if n.prefix() == 0 {
-                        u128::MAX
-                    } else {
-                        (1u128 << (128 - n.prefix())) - 1
-                    };
-                    let r = (u128::from(next()) << 64) | u128::from(next());
-                    for a in [
-                        base,
-                        base | (r & span),
-                        base.wrapping_sub(1),
-                        base.wrapping_add(span).wrapping_add(1),
-                    ] {
-                        probes.push(IpAddr::V6(a.into()));
-                    }
-                }
+            // (one below, one past the end), in the width of its family.
+            let v6 = n.is_ipv6();
+            let width = u128::MAX >> (128 - bits(v6));
+            let span = width.checked_shr(u32::from(n.prefix())).unwrap_or(0);
+            let base = match n.network() {
+                IpAddr::V4(a) => u128::from(u32::from(a)),
+                IpAddr::V6(a) => u128::from(a),
+            };
+            let inside = base | (((u128::from(next()) << 64) | u128::from(next())) & span);
+            for a in [
+                base,
+                inside,
+                base.wrapping_sub(1),
+                base.wrapping_add(span).wrapping_add(1),
+            ] {
+                probes.push(addr(v6, a & width));
             }
         }
-        probes.push(IpAddr::V4((next() as u32).into()));
-        probes.push(IpAddr::V6(
-            ((u128::from(next()) << 64) | u128::from(next())).into(),
-        ));
+        probes.push(addr(false, u128::from(next())));
+        probes.push(addr(true, (u128::from(next()) << 64) | u128::from(next())));
         for ip in probes {
             let want = nets.iter().any(|n| n.contains(ip));
             assert_eq!(set.contains(ip), want, "{ip} in {nets:?}");
