@@ -18,7 +18,7 @@ use crate::community_id::community_id_v1;
 use crate::decode::{proto, PacketSummary, Transport};
 use crate::flow::{Direction, EndReason, Flow, FlowState, FlowStats, FlowTable, Lookahead};
 use crate::rules::eval::{has_ports, Evaluator, Match};
-use crate::rules::{Rule, RuleKind, RuleSet, Severity, VolumeTrack};
+use crate::rules::{NetSet, Rule, RuleKind, RuleSet, Severity, VolumeTrack};
 use crate::time::{Duration, Timestamp};
 
 /// Per-rule counters.
@@ -184,7 +184,7 @@ pub struct Engine {
     policy_rule: Option<Rule>,
     zones: Zones,
     /// Networks that make a host "inside" for the report.
-    inside: Vec<IpNetwork>,
+    inside: NetSet,
     flows: FlowTable,
     /// Per-flow watch entries, `watch_rules.len()` slots a flow (unused slots have
     /// `rule == usize::MAX`): no allocation per flow.
@@ -247,11 +247,14 @@ impl Engine {
                 origin: "[policy]".into(),
             }
         });
-        let inside = rules
-            .networks
-            .values()
-            .flat_map(|s| s.networks().iter().copied())
-            .collect();
+        let inside = NetSet::new(
+            rules
+                .networks
+                .values()
+                .flat_map(|s| s.networks().iter().copied())
+                .collect(),
+            String::new(),
+        );
         let counts = vec![RuleCounts::default(); rules.rules.len() + 1];
         let mut writer = writer;
         writer.set_context(alert_context(&rules, policy_rule.as_ref(), &zones, None));
@@ -840,8 +843,8 @@ fn counters_of(f: &Flow) -> FlowCounters {
     }
 }
 
-fn account_talk(t: &mut Talkers, inside: &[IpNetwork], f: &Flow) {
-    let is_inside = |ip: IpAddr| inside.iter().any(|n| n.contains(ip));
+fn account_talk(t: &mut Talkers, inside: &NetSet, f: &Flow) {
+    let is_inside = |ip: IpAddr| inside.contains(ip);
     let (ini, resp) = (f.initiator().addr, f.responder().addr);
     for (host, peer, sent) in [(ini, resp, f.bytes[0]), (resp, ini, f.bytes[1])] {
         if is_inside(host) && !is_inside(peer) {
