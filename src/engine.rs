@@ -401,6 +401,10 @@ impl Engine {
                         }
                     };
                     let slots = &mut watches[idx as usize * stride..][..stride];
+                    // A block given back by an ended flow keeps that flow's entries: clear all
+                    // of it (the zip below writes only as many slots as there are entries, or
+                    // eight).
+                    slots.fill(WatchEntry::NONE);
                     for (slot, e) in slots.iter_mut().zip(block.iter().chain(spill.iter())) {
                         *slot = *e;
                     }
