@@ -9,6 +9,11 @@
 //! Two bare loops: the baseline of the targets (libpcap as it comes: its stdio stream reads
 //! 4 KiB at a time), and the same loop through exfilwatch's capture layer, which gives libpcap
 //! a 64 KiB stdio buffer. The second ratio says what the rest of exfilwatch costs.
+//!
+//! Two floors, also as ratios to the bare loop, for what any reader that does the job must
+//! spend besides reading: writing the alerts exfilwatch wrote (the same bytes, from memory, to
+//! a new file, in the writer's 256 KiB writes), and bringing in as much fresh memory as
+//! exfilwatch's peak RSS (allocated and filled, so every page is faulted in once).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -43,6 +48,28 @@ fn buffered_loop(path: &Path) -> (u64, Duration) {
         n += 1;
     }
     (n, t.elapsed())
+}
+
+/// Writes `bytes` to a new file at `out` as exfilwatch's writer does (256 KiB writes).
+fn write_floor(bytes: &[u8], out: &Path) -> Duration {
+    use std::io::Write;
+    let _ = std::fs::remove_file(out);
+    let t = Instant::now();
+    let mut f = std::fs::File::create(out).expect("create floor output");
+    for chunk in bytes.chunks(256 << 10) {
+        f.write_all(chunk).expect("write floor output");
+    }
+    drop(f);
+    t.elapsed()
+}
+
+/// Allocates and fills `kib` KiB of fresh memory, then frees it.
+fn memory_floor(kib: i64) -> Duration {
+    let t = Instant::now();
+    let v = vec![0x5au8; kib.max(0) as usize * 1024];
+    std::hint::black_box(&v);
+    drop(v);
+    t.elapsed()
 }
 
 struct Run {
@@ -109,10 +136,16 @@ fn measure(name: &str, path: &Path, rules: Option<&Path>, runs: usize) {
     let mut bare = Vec::new();
     let mut buffered = Vec::new();
     let mut ours = Vec::new();
+    let mut written = Vec::new();
+    let mut faulted = Vec::new();
     let mut last = None;
     let mut packets = 0;
-    // Warm the page cache, then interleave the two so drift hits both alike.
+    // Warm the page cache (and learn the alert bytes and peak RSS the floors need), then
+    // interleave all of them so drift hits each alike.
     let _ = bare_loop(path);
+    let warm = exfilwatch(path, rules, &out);
+    let alert_bytes = std::fs::read(&out).expect("read alerts");
+    let floor_out = dir().join("floor.out");
     for _ in 0..runs {
         let (n, t) = bare_loop(path);
         packets = n;
@@ -123,7 +156,10 @@ fn measure(name: &str, path: &Path, rules: Option<&Path>, runs: usize) {
         let r = exfilwatch(path, rules, &out);
         ours.push(r.wall);
         last = Some(r);
+        written.push(write_floor(&alert_bytes, &floor_out));
+        faulted.push(memory_floor(warm.max_rss_kib));
     }
+    let _ = std::fs::remove_file(&floor_out);
     // The best of the runs too: on a shared machine noise only ever adds time.
     let (bb, ob) = (*bare.iter().min().unwrap(), *ours.iter().min().unwrap());
     let bufb = *buffered.iter().min().unwrap();
@@ -149,6 +185,16 @@ fn measure(name: &str, path: &Path, rules: Option<&Path>, runs: usize) {
         bufb.as_secs_f64(),
         ob.as_secs_f64(),
         ob.as_secs_f64() / bufb.as_secs_f64(),
+    );
+    let (wm, fm) = (median(written), median(faulted));
+    println!(
+        "    floors: writing the {} MB of alerts {:.3} s ({:.2} times the bare loop), faulting in {} MiB {:.3} s ({:.2} times)",
+        alert_bytes.len() / 1_000_000,
+        wm.as_secs_f64(),
+        wm.as_secs_f64() / b.as_secs_f64(),
+        warm.max_rss_kib / 1024,
+        fm.as_secs_f64(),
+        fm.as_secs_f64() / b.as_secs_f64(),
     );
 }
 
