@@ -5,7 +5,8 @@
 //! the same alerts and flow records, byte for byte. It owns all per-flow state, so one engine
 //! sees all the packets of every flow it tracks. Per packet it does O(1) flow work plus the
 //! rules that can match: connection rules only on a flow's first packet or first SYN, volume
-//! and duration rules only on flows that matched them when they were created.
+//! and duration rules only on flows they apply to (a per-flow volume or a duration rule from
+//! the packet where the flow first could fire one: most flows never get that far).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io;
@@ -121,6 +122,84 @@ impl WatchEntry {
     };
 }
 
+/// A flow's watch state, kept in [`Flow::ext`]: its block of watch entries, if it has one, and
+/// whether the deferred rules (per-flow volume, duration) are still to be looked at. A new
+/// flow's `ext` (`u32::MAX`) reads as no block, deferred rules pending. Block numbers are below
+/// the flows alive (`max_flows` is at most 10^8), far from the 31 bits they have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct WatchRef(u32);
+
+impl WatchRef {
+    const PENDING: u32 = 1 << 31;
+    const NO_BLOCK: u32 = !Self::PENDING;
+
+    fn block(self) -> Option<u32> {
+        let b = self.0 & Self::NO_BLOCK;
+        (b != Self::NO_BLOCK).then_some(b)
+    }
+
+    fn pending(self) -> bool {
+        self.0 & Self::PENDING != 0
+    }
+
+    fn new(block: Option<u32>, pending: bool) -> WatchRef {
+        let b = block.map_or(Self::NO_BLOCK, |b| b & Self::NO_BLOCK);
+        WatchRef(b | if pending { Self::PENDING } else { 0 })
+    }
+}
+
+/// The volume and duration rules, split by when a flow needs their entries.
+#[derive(Debug, Clone, Default)]
+struct WatchRules {
+    /// `by_src` volume rules: every inside packet counts from the flow's first, so a flow gets
+    /// their entries when it is created.
+    eager: Vec<usize>,
+    /// `by_flow` volume and `long-flow` rules: they can only fire once the flow has sent more
+    /// than `min_bytes` one way or lasted longer than `min_age`, so a flow gets their entries at
+    /// the first packet where either holds (before the rules are checked on that packet).
+    deferred: Vec<usize>,
+    min_bytes: u64,
+    min_age: Duration,
+}
+
+impl WatchRules {
+    fn new(rules: &RuleSet) -> WatchRules {
+        let mut w = WatchRules {
+            min_bytes: u64::MAX,
+            min_age: Duration(i64::MAX),
+            ..WatchRules::default()
+        };
+        for (i, r) in rules.rules.iter().enumerate() {
+            match (r.kind, r.volume, r.duration) {
+                (RuleKind::EgressVolume, Some(v), _) => match v.track {
+                    VolumeTrack::BySrc { .. } => w.eager.push(i),
+                    VolumeTrack::ByFlow => {
+                        w.min_bytes = w.min_bytes.min(v.bytes);
+                        w.deferred.push(i);
+                    }
+                },
+                (RuleKind::LongFlow, _, Some(d)) => {
+                    w.min_age = w.min_age.min(d);
+                    w.deferred.push(i);
+                }
+                _ => {}
+            }
+        }
+        w
+    }
+
+    /// Entries a flow's block holds at most.
+    fn stride(&self) -> usize {
+        self.eager.len() + self.deferred.len()
+    }
+
+    /// Whether `flow`, at packet time `now`, has got far enough for a deferred rule to fire.
+    fn due(&self, flow: &Flow, now: Timestamp) -> bool {
+        flow.bytes[0].max(flow.bytes[1]) > self.min_bytes
+            || now.since(flow.first_seen) > self.min_age
+    }
+}
+
 /// A by_src sliding window: packets' bytes in time order, merged within a quantum.
 #[derive(Debug, Default)]
 struct SrcWindow {
@@ -178,16 +257,16 @@ enum Extra {
 pub struct Engine {
     rules: RuleSet,
     eval: Evaluator,
-    /// `egress-volume` and `long-flow` rules, by index.
-    watch_rules: Vec<usize>,
+    /// `egress-volume` and `long-flow` rules.
+    watch_rules: WatchRules,
     /// The `policy` pseudo-rule (index `rules.rules.len()` in counts).
     policy_rule: Option<Rule>,
     zones: Zones,
     /// Networks that make a host "inside" for the report.
     inside: NetSet,
     flows: FlowTable,
-    /// Per-flow watch entries, `watch_rules.len()` slots a flow (unused slots have
-    /// `rule == usize::MAX`): no allocation per flow.
+    /// Per-flow watch entries, `watch_rules.stride()` slots a flow (unused slots have
+    /// `rule == u32::MAX`): no allocation per flow.
     watches: Vec<WatchEntry>,
     free_watches: Vec<u32>,
     windows: HashMap<(usize, IpAddr), SrcWindow>,
@@ -211,13 +290,7 @@ impl Engine {
     pub fn new(rules: RuleSet, writer: AlertWriter) -> Engine {
         let eval = Evaluator::new(&rules);
         let flows = FlowTable::new(rules.flow);
-        let watch_rules = rules
-            .rules
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| matches!(r.kind, RuleKind::EgressVolume | RuleKind::LongFlow))
-            .map(|(i, _)| i)
-            .collect();
+        let watch_rules = WatchRules::new(&rules);
         let mut zones = Zones::default();
         let policy_rule = rules.policy.as_ref().map(|p| {
             for z in &p.zones {
@@ -379,7 +452,6 @@ impl Engine {
         let Some(flow) = flows.get(t.slot) else {
             return Ok(());
         };
-        let mut new_ext = None;
         if t.created || t.first_syn {
             scratch.clear();
             eval.evaluate(&rules.rules, p, flow, &t, scratch);
@@ -387,40 +459,32 @@ impl Engine {
         }
         if t.created {
             check_policy(rules, zones, policy_counts, flow, matches);
-            let stride = watch_rules.len();
-            if stride > 0 {
-                let mut block = [WatchEntry::NONE; 8];
-                let mut spill = Vec::new();
-                let n = watch_entries(rules, watch_rules, flow, &mut block, &mut spill);
-                if n > 0 {
-                    let idx = match free_watches.pop() {
-                        Some(i) => i,
-                        None => {
-                            watches.resize(watches.len() + stride, WatchEntry::NONE);
-                            (watches.len() / stride - 1) as u32
-                        }
-                    };
-                    let slots = &mut watches[idx as usize * stride..][..stride];
-                    // A block given back by an ended flow keeps that flow's entries: clear all
-                    // of it (the zip below writes only as many slots as there are entries, or
-                    // eight).
-                    slots.fill(WatchEntry::NONE);
-                    for (slot, e) in slots.iter_mut().zip(block.iter().chain(spill.iter())) {
-                        *slot = *e;
-                    }
-                    new_ext = Some(idx);
+        }
+        let stride = watch_rules.stride();
+        let w = WatchRef(flow.ext);
+        let eager = t.created && !watch_rules.eager.is_empty();
+        let deferred = w.pending() && watch_rules.due(flow, p.ts);
+        if eager || deferred {
+            let mut block = w.block();
+            for (ids, now) in [
+                (&watch_rules.eager, eager),
+                (&watch_rules.deferred, deferred),
+            ] {
+                if now {
+                    add_watch_entries(rules, ids, flow, stride, watches, free_watches, &mut block);
                 }
             }
-        }
-        if let Some(idx) = new_ext {
-            flows.set_ext(t.slot, idx);
+            let pending = w.pending() && !deferred && !watch_rules.deferred.is_empty();
+            let w2 = WatchRef::new(block, pending);
+            if w2 != w {
+                flows.set_ext(t.slot, w2.0);
+            }
         }
         let Some(flow) = flows.get(t.slot) else {
             return Ok(());
         };
-        if flow.ext != u32::MAX {
-            let stride = watch_rules.len();
-            if let Some(entries) = watches.get_mut(flow.ext as usize * stride..) {
+        if let Some(b) = WatchRef(flow.ext).block() {
+            if let Some(entries) = watches.get_mut(b as usize * stride..) {
                 let len = stride.min(entries.len());
                 let entries = &mut entries[..len];
                 check_watches(rules, entries, windows, matches, p, flow, t.direction);
@@ -530,8 +594,8 @@ impl Engine {
         for (flow, reason) in ended {
             let reason = *reason;
             self.ended[reason.index()] += 1;
-            if flow.ext != u32::MAX {
-                self.free_watches.push(flow.ext);
+            if let Some(b) = WatchRef(flow.ext).block() {
+                self.free_watches.push(b);
             }
             if let Some(t) = self.talkers.as_mut() {
                 account_talk(t, &self.inside, flow);
@@ -704,19 +768,21 @@ fn check_policy(
     }
 }
 
-/// The volume and duration rules a new flow matches, with its inside side: the first eight go
-/// into `block`, the rest into `spill`; returns how many.
-fn watch_entries(
+/// Adds an entry for each of the volume and duration rules `ids` that `flow` matches (with its
+/// inside side) to the flow's block of `stride` entries, which it takes from the free list or
+/// the end of `watches` the first time one is needed.
+fn add_watch_entries(
     rules: &RuleSet,
-    watch_rules: &[usize],
+    ids: &[usize],
     flow: &Flow,
-    block: &mut [WatchEntry; 8],
-    spill: &mut Vec<WatchEntry>,
-) -> usize {
+    stride: usize,
+    watches: &mut Vec<WatchEntry>,
+    free_watches: &mut Vec<u32>,
+    block: &mut Option<u32>,
+) {
     let (ini, resp) = (flow.initiator(), flow.responder());
     let ports = has_ports(flow.key.proto);
-    let mut n = 0;
-    for &i in watch_rules {
+    for &i in ids {
         let r = &rules.rules[i];
         let side = |a: crate::flow::Endpoint, b: crate::flow::Endpoint| {
             r.matches_tuple(flow.key.proto, a.addr, b.addr, ports.then_some(b.port))
@@ -731,18 +797,32 @@ fn watch_entries(
         let Ok(rule) = u32::try_from(i) else {
             continue;
         };
-        let e = WatchEntry {
-            rule,
-            inside_is_initiator,
-            fired: false,
+        let b = match *block {
+            Some(b) => b,
+            None => {
+                let b = match free_watches.pop() {
+                    Some(b) => {
+                        watches[b as usize * stride..][..stride].fill(WatchEntry::NONE);
+                        b
+                    }
+                    None => {
+                        watches.resize(watches.len() + stride, WatchEntry::NONE);
+                        (watches.len() / stride - 1) as u32
+                    }
+                };
+                *block = Some(b);
+                b
+            }
         };
-        match block.get_mut(n) {
-            Some(slot) => *slot = e,
-            None => spill.push(e),
+        let slots = &mut watches[b as usize * stride..][..stride];
+        if let Some(slot) = slots.iter_mut().find(|e| e.rule == u32::MAX) {
+            *slot = WatchEntry {
+                rule,
+                inside_is_initiator,
+                fired: false,
+            };
         }
-        n += 1;
     }
-    n
 }
 
 fn check_watches(
