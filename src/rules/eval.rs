@@ -143,6 +143,9 @@ struct PortIndex {
     starts: Vec<u32>,
     /// Rules whose port set covers each segment.
     lists: Vec<Bucket>,
+    /// When no bucket indexes networks (small rule sets): each segment's candidates whole, its
+    /// rules and `any`'s, sorted, each once; a packet's are then one lookup, not a merge.
+    plain: Option<Vec<Vec<usize>>>,
 }
 
 impl PortIndex {
@@ -178,24 +181,51 @@ impl PortIndex {
             }
         }
         idx.lists = lists.iter().map(|l| Bucket::build(rules, l)).collect();
+        let indexed = |b: &Bucket| !b.by_src.levels.is_empty() || !b.by_dest.levels.is_empty();
+        if !indexed(&idx.any) && !idx.lists.iter().any(indexed) {
+            let merged = idx.lists.iter().map(|b| {
+                let mut v = [idx.any.always.as_slice(), &b.always].concat();
+                v.sort_unstable();
+                v.dedup();
+                v
+            });
+            idx.plain = Some(merged.collect());
+        }
         idx
     }
 
     /// The rules that may match a packet from `src` to `dest` on destination port `port`
-    /// (`None`: a portless protocol), sorted, each once, into `out` (cleared first).
-    fn candidates(&self, src: IpAddr, dest: IpAddr, port: Option<u16>, out: &mut Vec<usize>) {
+    /// (`None`: a portless protocol), sorted, each once: the index's own list when it has one,
+    /// else gathered in `out`.
+    fn candidates<'a>(
+        &'a self,
+        src: IpAddr,
+        dest: IpAddr,
+        port: Option<u16>,
+        out: &'a mut Vec<usize>,
+    ) -> &'a [usize] {
+        // The segment holding the port (the first segment starts at 0, so there always is one).
+        let seg = port.map(|p| {
+            self.starts
+                .partition_point(|&s| s <= u32::from(p))
+                .wrapping_sub(1)
+        });
+        if let Some(plain) = &self.plain {
+            return match seg {
+                Some(i) => plain.get(i).map_or(&[], Vec::as_slice),
+                None => &self.any.always,
+            };
+        }
         out.clear();
         self.any.candidates(src, dest, out);
-        if let Some(p) = port {
-            let seg = self.starts.partition_point(|&s| s <= u32::from(p));
-            if let Some(b) = self.lists.get(seg.wrapping_sub(1)) {
-                b.candidates(src, dest, out);
-            }
+        if let Some(b) = seg.and_then(|i| self.lists.get(i)) {
+            b.candidates(src, dest, out);
         }
         if out.len() > 1 {
             out.sort_unstable();
             out.dedup();
         }
+        out
     }
 }
 
@@ -243,9 +273,10 @@ impl Evaluator {
         let mut cand = self.scratch.borrow_mut();
         if t.first_syn {
             if let Transport::Ports { src, dst } = p.transport {
-                self.new_connection
+                let cand = self
+                    .new_connection
                     .candidates(p.src, p.dst, Some(dst), &mut cand);
-                for &i in cand.iter() {
+                for &i in cand {
                     if rules[i].matches_tuple(p.proto, p.src, p.dst, Some(dst)) {
                         out.push(Match {
                             rule: i,
@@ -262,9 +293,10 @@ impl Evaluator {
             let (ini, resp) = (flow.initiator(), flow.responder());
             let ports = has_ports(flow.key.proto);
             let dport = ports.then_some(resp.port);
-            self.egress
+            let cand = self
+                .egress
                 .candidates(ini.addr, resp.addr, dport, &mut cand);
-            for &i in cand.iter() {
+            for &i in cand {
                 if rules[i].matches_tuple(flow.key.proto, ini.addr, resp.addr, dport) {
                     out.push(Match {
                         rule: i,
@@ -304,8 +336,7 @@ mod tests {
         let a: IpAddr = "10.0.1.5".parse().unwrap();
         let c = |p: Option<u16>| {
             let mut v = Vec::new();
-            e.egress.candidates(a, a, p, &mut v);
-            v
+            e.egress.candidates(a, a, p, &mut v).to_vec()
         };
         assert_eq!(c(Some(80)), vec![0, 1]);
         assert_eq!(c(Some(81)), vec![1]);
@@ -349,8 +380,8 @@ mod tests {
         let e = Evaluator::new(&rs);
         let mut v = Vec::new();
         let ai: IpAddr = "10.0.1.7".parse().unwrap();
-        e.new_connection.candidates(ai, ai, Some(4999), &mut v);
-        assert_eq!(v, [4999, 9999]);
+        let got = e.new_connection.candidates(ai, ai, Some(4999), &mut v);
+        assert_eq!(got, [4999, 9999]);
     }
 
     /// A tiny deterministic generator (xorshift) for the brute-force tests.
@@ -430,7 +461,7 @@ mod tests {
                 (&e.egress, RuleKind::Egress),
                 (&e.new_connection, RuleKind::NewConnection),
             ] {
-                index.candidates(src, dest, port, &mut cand);
+                let cand = index.candidates(src, dest, port, &mut cand);
                 let got: Vec<usize> = cand
                     .iter()
                     .copied()
