@@ -518,18 +518,20 @@ fn live(args: LiveArgs) -> u8 {
     let mut outs = out.share(n).into_iter();
     let mut flow_outs = flows_out.map(|o| o.share(n).into_iter());
     let linktype = src.linktype();
-    let workers: Vec<live::Worker> = srcs
-        .into_iter()
-        .map(|src| {
-            let out = outs.next().expect("one output per worker");
-            let mut engine = Engine::new(rules.clone(), AlertWriter::new(format, out));
-            engine.set_interface(&args.interface);
-            if let Some(o) = flow_outs.as_mut().and_then(Iterator::next) {
-                engine.set_flow_output(o);
-            }
-            live::Worker { src, engine }
-        })
-        .collect();
+    let mut workers: Vec<live::Worker> = Vec::with_capacity(n);
+    for src in srcs {
+        let out = outs.next().expect("one output per worker");
+        let mut engine = Engine::new(rules.clone(), AlertWriter::new(format, out));
+        engine.set_interface(&args.interface);
+        if let Some(o) = flow_outs.as_mut().and_then(Iterator::next) {
+            engine.set_flow_output(o);
+        }
+        // A host's flows land on different workers: its by_src sums are kept once.
+        if let Some(first) = workers.first() {
+            engine.share_src_windows(&first.engine);
+        }
+        workers.push(live::Worker { src, engine });
+    }
     let _ = writeln!(
         io::stderr(),
         "exfilwatch: capturing on {} (link type {}, snaplen {}{}{}){}",

@@ -11,6 +11,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io;
 use std::net::IpAddr;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use ipnetwork::IpNetwork;
 
@@ -200,6 +201,9 @@ impl WatchRules {
     }
 }
 
+/// The by_src windows of one engine, or of several that share them.
+type SrcWindows = Arc<Mutex<HashMap<(usize, IpAddr), SrcWindow>>>;
+
 /// A by_src sliding window: packets' bytes in time order, merged within a quantum.
 #[derive(Debug, Default)]
 struct SrcWindow {
@@ -269,7 +273,9 @@ pub struct Engine {
     /// `rule == u32::MAX`): no allocation per flow.
     watches: Vec<WatchEntry>,
     free_watches: Vec<u32>,
-    windows: HashMap<(usize, IpAddr), SrcWindow>,
+    /// by_src volume windows by (rule, inside host); shared by live workers' engines
+    /// ([`Engine::share_src_windows`]), since a host's flows are spread over them.
+    windows: SrcWindows,
     limiter: Limiter,
     writer: AlertWriter,
     flow_out: Option<Output>,
@@ -341,7 +347,7 @@ impl Engine {
             flows,
             watches: Vec::new(),
             free_watches: Vec::new(),
-            windows: HashMap::new(),
+            windows: SrcWindows::default(),
             limiter: Limiter::default(),
             writer,
             flow_out: None,
@@ -356,6 +362,13 @@ impl Engine {
             iface: None,
             line: Vec::with_capacity(512),
         }
+    }
+
+    /// Makes this engine keep its by_src volume windows with `other`'s, so that a host's
+    /// bytes add up whichever of them sees its flows (live workers: the kernel spreads a
+    /// host's flows over them). Both must run the same rules.
+    pub fn share_src_windows(&mut self, other: &Engine) {
+        self.windows = Arc::clone(&other.windows);
     }
 
     /// Writes one `"event_type":"flow"` record per ended flow to `out`.
@@ -631,7 +644,10 @@ impl Engine {
     pub fn tick(&mut self, now: Timestamp) -> io::Result<()> {
         self.flows.advance(now);
         self.limiter.sweep(self.flows.now());
-        self.windows.retain(|_, w| !w.q.is_empty() || w.above);
+        self.windows
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|_, w| !w.q.is_empty() || w.above);
         self.handle_ended()
     }
 
@@ -828,7 +844,7 @@ fn add_watch_entries(
 fn check_watches(
     rules: &RuleSet,
     entries: &mut [WatchEntry],
-    windows: &mut HashMap<(usize, IpAddr), SrcWindow>,
+    windows: &Mutex<HashMap<(usize, IpAddr), SrcWindow>>,
     matches: &mut Vec<(Match, Extra)>,
     p: &PacketSummary,
     flow: &Flow,
@@ -870,6 +886,7 @@ fn check_watches(
                     }
                 }
                 VolumeTrack::BySrc { window } => {
+                    let mut windows = windows.lock().unwrap_or_else(PoisonError::into_inner);
                     let w = windows.entry((rule, inside.addr)).or_default();
                     let now = p.ts;
                     while let Some(&(t, b)) = w.q.front() {

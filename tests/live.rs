@@ -825,3 +825,127 @@ fn fanout_workers_see_whole_flows_and_raise_the_same_alerts() {
     assert_eq!(runs[0], runs[2]);
     assert!(runs[0].values().all(|c| c[..2] == [4, 3]), "{:?}", runs[0]);
 }
+
+/// UDP datagrams from the AI host 10.0.1.5, each to its own outside address and port (so each
+/// is its own flow), of `ip_len` IP-layer bytes, 100 µs apart from `usec`.
+fn datagrams_pcap(path: &Path, first: u32, n: u32, ip_len: u16) {
+    let mut out = Vec::new();
+    out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    out.extend_from_slice(&[
+        2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 1, 0, 0, 0,
+    ]);
+    for i in first..first + n {
+        let mut f = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x08, 0x00];
+        f.extend_from_slice(&[0x45, 0]);
+        f.extend_from_slice(&ip_len.to_be_bytes());
+        f.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0]);
+        f.extend_from_slice(&[10, 0, 1, 5, 198, 51, (i >> 8) as u8, i as u8]);
+        f.extend_from_slice(&(30_000 + i as u16).to_be_bytes());
+        f.extend_from_slice(&(5_000 + i as u16).to_be_bytes());
+        f.extend_from_slice(&(ip_len - 20).to_be_bytes());
+        f.extend_from_slice(&[0, 0]);
+        f.resize(14 + usize::from(ip_len), 0x61);
+        out.extend_from_slice(&1_764_072_000u32.to_le_bytes());
+        out.extend_from_slice(&(i * 100).to_le_bytes());
+        out.extend_from_slice(&(f.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(f.len() as u32).to_le_bytes());
+        out.extend_from_slice(&f);
+    }
+    fs::write(path, out).unwrap();
+}
+
+/// A by_src volume rule sums a host's bytes over all its flows, whichever worker each landed
+/// on: 39 datagrams of 76 bytes to 39 outside addresses (2,964 bytes, under the rule's 3,000),
+/// then one more, which crosses it. With 2 and 4 workers no worker sees more than part of the
+/// 2,964, so windows kept per worker would never fire.
+#[test]
+fn fanout_workers_share_by_src_volume_windows() {
+    if !can_run("fanout_by_src") {
+        return;
+    }
+    let dir = tempdir("by-src");
+    let rules = dir.join("by_src.toml");
+    fs::write(
+        &rules,
+        concat!(
+            "[networks]\ninternal = [\"10.0.0.0/8\"]\nai = [\"10.0.1.0/24\"]\n\n",
+            "[[rule]]\nid = \"ai-window\"\nkind = \"egress-volume\"\nsrc = \"ai\"\n",
+            "dest_not = \"internal\"\nbytes = 3000\ntrack = \"by_src\"\nwindow = \"1h\"\n",
+            "severity = \"medium\"\nmessage = \"AI host sent more than 3000 bytes outside\"\n",
+        ),
+    )
+    .unwrap();
+    let (before, crossing, whole) = (
+        dir.join("before.pcap"),
+        dir.join("crossing.pcap"),
+        dir.join("whole.pcap"),
+    );
+    datagrams_pcap(&before, 0, 39, 76);
+    datagrams_pcap(&crossing, 39, 1, 76);
+    datagrams_pcap(&whole, 0, 40, 76);
+    let offline = Command::new(BIN)
+        .args(["read", "--quiet", "--rules"])
+        .arg(&rules)
+        .arg(&whole)
+        .output()
+        .unwrap();
+    assert_eq!(offline.status.code(), Some(1));
+    let want: Vec<Tuple> = String::from_utf8(offline.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| tuple(&serde_json::from_str(l).unwrap()))
+        .collect();
+    assert_eq!(
+        want.len(),
+        1,
+        "one alert offline, at the 40th datagram: {want:?}"
+    );
+    assert_eq!(want[0].4, "\"198.51.0.39\"", "{want:?}");
+    for workers in ["1", "2", "4"] {
+        let ns = Netns::new();
+        let out = dir.join(format!("alerts-{workers}.json"));
+        let sensor = Sensor::start(
+            &ns,
+            &dir,
+            &[
+                "-i",
+                "cap0",
+                "--workers",
+                workers,
+                "--bpf",
+                "not ip6",
+                "--rules",
+                rules.to_str().unwrap(),
+                "--alerts",
+                out.to_str().unwrap(),
+            ],
+        );
+        ns.inject(&before);
+        // Every worker has counted its share before the crossing datagram comes.
+        sleep(Duration::from_millis(500));
+        assert_eq!(alerts(&out).len(), 0, "workers={workers}: fired early");
+        ns.inject(&crossing);
+        wait_alerts(&out, 1, Duration::from_secs(5));
+        let (status, _) = sensor.terminate();
+        assert_eq!(status.code(), Some(0), "workers={workers}");
+        let recs = records(&out);
+        let cap = &recs.last().unwrap()["stats"]["capture"];
+        assert_eq!(cap["packets"], 40, "workers={workers}: {cap}");
+        if workers != "1" {
+            let per: Vec<u64> = cap["workers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap())
+                .collect();
+            eprintln!("workers={workers}: datagrams per worker {per:?}");
+            assert!(
+                per.iter().all(|&p| p < 39),
+                "one worker saw them all: {per:?}"
+            );
+        }
+        assert_eq!(alerts(&out), want, "workers={workers}");
+        let fired = recs.iter().find(|r| r["event_type"] == "alert").unwrap();
+        assert_eq!(fired["bytes"], 3040, "workers={workers}: {fired}");
+    }
+}
