@@ -200,14 +200,13 @@ impl Fragments {
             }
         };
         w.extend_from_slice(&head);
-        let mut micros = t.subsec_nanos() / 1000;
-        let mut digits = [b'0'; 7];
-        for d in digits[..6].iter_mut().rev() {
-            *d = b'0' + (micros % 10) as u8;
-            micros /= 10;
-        }
-        digits[6] = b'Z';
-        w.extend_from_slice(&digits);
+        // Microseconds (below 10^6) as three pairs of digits.
+        let micros = (t.subsec_nanos() / 1000) as usize;
+        let pair = |n: usize| DIGIT_PAIRS[n % 100];
+        let [a, b] = pair(micros / 10_000);
+        let [c, d] = pair(micros / 100);
+        let [e, f] = pair(micros);
+        w.extend_from_slice(&[a, b, c, d, e, f, b'Z']);
     }
 
     fn file(&mut self, name: &str) -> io::Result<&[u8]> {
@@ -296,30 +295,59 @@ fn json_str(w: &mut Vec<u8>, s: &str) -> io::Result<()> {
     serde_json::to_writer(&mut *w, s).map_err(io::Error::other)
 }
 
+/// "00" to "99".
+const DIGIT_PAIRS: [[u8; 2]; 100] = {
+    let mut t = [[0u8; 2]; 100];
+    let mut i = 0;
+    while i < 100 {
+        t[i] = [b'0' + (i / 10) as u8, b'0' + (i % 10) as u8];
+        i += 1;
+    }
+    t
+};
+
+/// The decimal text of each octet value: its digits, then how many there are.
+const OCTETS: [[u8; 4]; 256] = {
+    let mut t = [[0u8; 4]; 256];
+    let mut i = 0;
+    while i < 256 {
+        let d = [(i / 100) as u8, (i / 10 % 10) as u8, (i % 10) as u8];
+        // Digits after the first: 0, 1 or 2.
+        let n = if i >= 100 {
+            2
+        } else if i >= 10 {
+            1
+        } else {
+            0
+        };
+        let skip = 2 - n;
+        let mut k = 0;
+        while k + skip < 3 {
+            t[i][k] = b'0' + d[k + skip];
+            k += 1;
+        }
+        t[i][3] = (n + 1) as u8;
+        i += 1;
+    }
+    t
+};
+
 /// An address in its standard text form (IPv4 without the formatting machinery).
 fn ip(w: &mut Vec<u8>, addr: IpAddr) -> io::Result<()> {
     match addr {
         IpAddr::V4(v4) => {
-            // Dotted decimal into a stack buffer, appended in one copy.
-            let mut buf = [0u8; 15];
+            // Dotted decimal into a stack buffer, each octet's text from the table (three
+            // bytes copied, its length kept), appended in one copy.
+            let mut buf = [0u8; 16];
             let mut n = 0;
-            for (i, x) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    buf[n] = b'.';
-                    n += 1;
-                }
-                if x >= 100 {
-                    buf[n] = b'0' + x / 100;
-                    n += 1;
-                }
-                if x >= 10 {
-                    buf[n] = b'0' + x / 10 % 10;
-                    n += 1;
-                }
-                buf[n] = b'0' + x % 10;
+            for x in v4.octets() {
+                let t = OCTETS[usize::from(x)];
+                buf[n..n + 3].copy_from_slice(&t[..3]);
+                n += usize::from(t[3]);
+                buf[n] = b'.';
                 n += 1;
             }
-            w.extend_from_slice(&buf[..n]);
+            w.extend_from_slice(&buf[..n - 1]);
             Ok(())
         }
         IpAddr::V6(v6) => write!(w, "{v6}"),
