@@ -526,9 +526,11 @@ fn live(args: LiveArgs) -> u8 {
         if let Some(o) = flow_outs.as_mut().and_then(Iterator::next) {
             engine.set_flow_output(o);
         }
-        // A host's flows land on different workers: its by_src sums are kept once.
+        // A host's flows land on different workers: its by_src sums and rate limits are
+        // kept once.
         if let Some(first) = workers.first() {
-            engine.share_src_windows(&first.engine);
+            let worker = u16::try_from(workers.len()).unwrap_or(u16::MAX);
+            engine.share_with(&first.engine, worker);
         }
         workers.push(live::Worker { src, engine });
     }

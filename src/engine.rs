@@ -274,9 +274,17 @@ pub struct Engine {
     watches: Vec<WatchEntry>,
     free_watches: Vec<u32>,
     /// by_src volume windows by (rule, inside host); shared by live workers' engines
-    /// ([`Engine::share_src_windows`]), since a host's flows are spread over them.
+    /// ([`Engine::share_with`]), since a host's flows are spread over them.
     windows: SrcWindows,
-    limiter: Limiter,
+    /// Rate-limit state; shared by live workers' engines like `windows`.
+    limiter: Arc<Mutex<Limiter>>,
+    /// Whether any rule has a limit (else the limiter is never asked or swept).
+    limited: bool,
+    /// When this engine last swept the limiter (packet time).
+    limits_swept: Option<Timestamp>,
+    /// Added to flow ids in rate-limit keys, so that flows of engines sharing the limiter
+    /// never share a key (flow ids count from 1 in each engine's table).
+    flow_id_base: u64,
     writer: AlertWriter,
     flow_out: Option<Output>,
     talkers: Option<Talkers>,
@@ -297,6 +305,7 @@ impl Engine {
         let eval = Evaluator::new(&rules);
         let flows = FlowTable::new(rules.flow);
         let watch_rules = WatchRules::new(&rules);
+        let limited = rules.rules.iter().any(|r| r.limit.is_some());
         let mut zones = Zones::default();
         let policy_rule = rules.policy.as_ref().map(|p| {
             for z in &p.zones {
@@ -348,7 +357,10 @@ impl Engine {
             watches: Vec::new(),
             free_watches: Vec::new(),
             windows: SrcWindows::default(),
-            limiter: Limiter::default(),
+            limiter: Arc::default(),
+            limited,
+            limits_swept: None,
+            flow_id_base: 0,
             writer,
             flow_out: None,
             talkers: None,
@@ -364,11 +376,32 @@ impl Engine {
         }
     }
 
-    /// Makes this engine keep its by_src volume windows with `other`'s, so that a host's
-    /// bytes add up whichever of them sees its flows (live workers: the kernel spreads a
-    /// host's flows over them). Both must run the same rules.
-    pub fn share_src_windows(&mut self, other: &Engine) {
-        self.windows = Arc::clone(&other.windows);
+    /// Makes this engine keep the state that spans flows with `first`'s: the by_src volume
+    /// windows and the rate limits, so that a host's bytes add up and a limit counts its
+    /// alerts whichever engine sees each flow (live workers: the kernel spreads a host's flows
+    /// over them). `worker` (1, 2, ...; `first` is 0) keeps the engines' flows apart in
+    /// by_flow limits. Both must run the same rules.
+    pub fn share_with(&mut self, first: &Engine, worker: u16) {
+        self.windows = Arc::clone(&first.windows);
+        self.limiter = Arc::clone(&first.limiter);
+        self.flow_id_base = u64::from(worker) << 48;
+    }
+
+    /// Drops closed rate-limit windows every ten seconds of packet time (the limiter's own
+    /// pace), taking the lock only then and only when some rule has a limit.
+    fn sweep_limits(&mut self) {
+        if !self.limited {
+            return;
+        }
+        let now = self.flows.now();
+        match self.limits_swept {
+            Some(t) if now.since(t) < crate::alert::LIMITER_SWEEP_EVERY => return,
+            _ => self.limits_swept = Some(now),
+        }
+        self.limiter
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .sweep(now);
     }
 
     /// Writes one `"event_type":"flow"` record per ended flow to `out`.
@@ -441,7 +474,7 @@ impl Engine {
     ) -> io::Result<()> {
         self.packets += 1;
         self.flows.advance(p.ts);
-        self.limiter.sweep(self.flows.now());
+        self.sweep_limits();
         let tracked = self.flows.track_hashed(p, ahead);
         self.handle_ended()?;
         let Some(t) = tracked else {
@@ -540,10 +573,19 @@ impl Engine {
             let suppressed = match &rule.limit {
                 None => 0,
                 Some(limit) => {
-                    match self
+                    let verdict = self
                         .limiter
-                        .check(m.rule, limit, p.ts, m.src, m.dest, flow.id)
-                    {
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .check(
+                            m.rule,
+                            limit,
+                            p.ts,
+                            m.src,
+                            m.dest,
+                            self.flow_id_base + flow.id,
+                        );
+                    match verdict {
                         Verdict::Emit { suppressed } => suppressed,
                         Verdict::Suppress => {
                             self.counts[m.rule].suppressed += 1;
@@ -643,7 +685,7 @@ impl Engine {
     /// Advances the flow clock without a packet (live mode's timer), expiring idle flows.
     pub fn tick(&mut self, now: Timestamp) -> io::Result<()> {
         self.flows.advance(now);
-        self.limiter.sweep(self.flows.now());
+        self.sweep_limits();
         self.windows
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

@@ -45,10 +45,11 @@ pub struct Limiter {
 }
 
 /// How often (packet time) closed windows without pending counts are dropped.
-const SWEEP_EVERY: Duration = Duration::from_secs(10);
+pub const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
 impl Limiter {
-    /// Decides for one match of rule `rule` (index) with limit `limit`, at time `ts`.
+    /// Decides for one match of rule `rule` (index) with limit `limit`, at time `ts`, of the
+    /// flow `flow_id` (unique among all flows this limiter sees).
     #[allow(clippy::too_many_arguments)]
     pub fn check(
         &mut self,

@@ -11,7 +11,7 @@ mod output;
 use std::io::{self, Write};
 use std::net::IpAddr;
 
-pub use limit::{Limiter, Verdict};
+pub use limit::{Limiter, Verdict, SWEEP_EVERY as LIMITER_SWEEP_EVERY};
 pub use output::Output;
 
 use crate::decode::{proto, Vlans};
