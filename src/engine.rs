@@ -1057,3 +1057,81 @@ fn flow_record(w: &mut Vec<u8>, f: &Flow, reason: &str, iface: Option<&str>) -> 
     w.extend_from_slice(b"}\n");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::Format;
+    use crate::decode::Vlans;
+    use crate::rules::compile_files;
+
+    /// An output in memory that the test keeps a handle on.
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+
+    impl io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn datagram(ms: i64, src: &str, dst: &str, ip_len: u32) -> PacketSummary {
+        PacketSummary {
+            ts: Timestamp(1_764_072_000_000_000_000 + ms * 1_000_000),
+            linktype: 1,
+            orig_len: ip_len + 14,
+            ip_len,
+            vlans: Vlans::NONE,
+            src: src.parse().unwrap(),
+            dst: dst.parse().unwrap(),
+            proto: proto::UDP,
+            transport: Transport::Ports {
+                src: 40_000,
+                dst: 53,
+            },
+            ..PacketSummary::EMPTY
+        }
+    }
+
+    /// Engines that share a limiter (live workers) keep their flows apart in by_flow limits,
+    /// though flow ids count from 1 in each engine's table: host A's flow in the first engine
+    /// and host B's in the second are both flow 1, and each writes its one alert.
+    #[test]
+    fn test_shared_limiter_keeps_each_engines_flows_apart() {
+        let rules = compile_files(&[(
+            "t.toml".into(),
+            concat!(
+                "[networks]\nai = [\"10.0.1.0/24\"]\n\n",
+                "[[rule]]\nid = \"window\"\nkind = \"egress-volume\"\nsrc = \"ai\"\n",
+                "bytes = 1000\ntrack = \"by_src\"\nwindow = \"1m\"\nseverity = \"low\"\n",
+                "message = \"m\"\nlimit = { count = 1, per = \"1h\", track = \"by_flow\" }\n",
+            )
+            .into(),
+        )])
+        .unwrap();
+        let engine = |buf: &Buf| {
+            let out = Output::writer(Box::new(buf.clone()));
+            Engine::new(rules.clone(), AlertWriter::new(Format::Text, out))
+        };
+        let (a_out, b_out) = (Buf::default(), Buf::default());
+        let (mut a, mut b) = (engine(&a_out), engine(&b_out));
+        b.share_with(&a, 1);
+        a.process(&datagram(0, "10.0.1.5", "8.8.8.8", 1001), "t.pcap")
+            .unwrap();
+        b.process(&datagram(1, "10.0.1.6", "8.8.8.8", 1001), "t.pcap")
+            .unwrap();
+        a.finish().unwrap();
+        b.finish().unwrap();
+        let lines = |b: &Buf| String::from_utf8(b.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(lines(&a_out).lines().count(), 1, "{}", lines(&a_out));
+        assert!(lines(&a_out).contains("10.0.1.5"), "{}", lines(&a_out));
+        assert_eq!(lines(&b_out).lines().count(), 1, "{}", lines(&b_out));
+        assert!(lines(&b_out).contains("10.0.1.6"), "{}", lines(&b_out));
+        let stats = b.stats();
+        assert_eq!(stats.suppressed(), 0);
+    }
+}
