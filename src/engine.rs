@@ -144,6 +144,7 @@ impl WatchRef {
     }
 
     fn new(block: Option<u32>, pending: bool) -> WatchRef {
+        debug_assert!(block.is_none_or(|b| b < Self::NO_BLOCK), "block {block:?}");
         let b = block.map_or(Self::NO_BLOCK, |b| b & Self::NO_BLOCK);
         WatchRef(b | if pending { Self::PENDING } else { 0 })
     }
@@ -873,7 +874,10 @@ fn add_watch_entries(
             }
         };
         let slots = &mut watches[b as usize * stride..][..stride];
-        if let Some(slot) = slots.iter_mut().find(|e| e.rule == u32::MAX) {
+        // A block has a slot for every watch rule, so one is free.
+        let slot = slots.iter_mut().find(|e| e.rule == u32::MAX);
+        debug_assert!(slot.is_some(), "a full watch block");
+        if let Some(slot) = slot {
             *slot = WatchEntry {
                 rule,
                 inside_is_initiator,

@@ -854,6 +854,25 @@ fn datagrams_pcap(path: &Path, first: u32, n: u32, ip_len: u16) {
     fs::write(path, out).unwrap();
 }
 
+/// Waits until a periodic stats record in `path` says the engines have processed `n` packets
+/// (each worker publishes its own count at its stats tick, so the sum only ever lags).
+fn wait_processed(path: &Path, n: u64, limit: Duration) {
+    let t = Instant::now();
+    loop {
+        let done = records(path).iter().any(|r| {
+            r["event_type"] == "stats" && r["stats"]["capture"]["processed"].as_u64() >= Some(n)
+        });
+        if done {
+            return;
+        }
+        assert!(
+            t.elapsed() < limit,
+            "{n} packets not processed after {limit:?}"
+        );
+        sleep(Duration::from_millis(20));
+    }
+}
+
 /// A by_src volume rule sums a host's bytes over all its flows, whichever worker each landed
 /// on: 39 datagrams of 76 bytes to 39 outside addresses (2,964 bytes, under the rule's 3,000),
 /// then one more, which crosses it. With 2 and 4 workers no worker sees more than part of the
@@ -914,6 +933,8 @@ fn fanout_workers_share_by_src_volume_windows() {
                 workers,
                 "--bpf",
                 "not ip6",
+                "--stats-interval",
+                "100ms",
                 "--rules",
                 rules.to_str().unwrap(),
                 "--alerts",
@@ -922,7 +943,7 @@ fn fanout_workers_share_by_src_volume_windows() {
         );
         ns.inject(&before);
         // Every worker has counted its share before the crossing datagram comes.
-        sleep(Duration::from_millis(500));
+        wait_processed(&out, 39, Duration::from_secs(5));
         assert_eq!(alerts(&out).len(), 0, "workers={workers}: fired early");
         ns.inject(&crossing);
         wait_alerts(&out, 1, Duration::from_secs(5));
@@ -931,6 +952,7 @@ fn fanout_workers_share_by_src_volume_windows() {
         let recs = records(&out);
         let cap = &recs.last().unwrap()["stats"]["capture"];
         assert_eq!(cap["packets"], 40, "workers={workers}: {cap}");
+        assert_eq!(cap["processed"], 40, "workers={workers}: {cap}");
         if workers != "1" {
             let per: Vec<u64> = cap["workers"]
                 .as_array()
@@ -976,7 +998,7 @@ fn syns_from_one_host_pcap(path: &Path, first: u32, n: u32) {
 }
 
 /// A rate limit counts a source's alerts whichever worker sees each flow: two alerts a minute
-/// per source, two SYNs, then ten more from the same host (each its own flow, spread over the
+/// per source, two SYNs, then 28 more from the same host (each its own flow, spread over the
 /// workers): two alerts, the first two, with 1, 2 and 4 workers. Limits kept per worker would
 /// let a worker that had not seen the first two write up to two more.
 #[test]
@@ -1002,8 +1024,8 @@ fn fanout_workers_share_rate_limits() {
         dir.join("whole.pcap"),
     );
     syns_from_one_host_pcap(&first, 0, 2);
-    syns_from_one_host_pcap(&rest, 2, 10);
-    syns_from_one_host_pcap(&whole, 0, 12);
+    syns_from_one_host_pcap(&rest, 2, 28);
+    syns_from_one_host_pcap(&whole, 0, 30);
     let offline = Command::new(BIN)
         .args(["read", "--quiet", "--rules"])
         .arg(&rules)
@@ -1030,6 +1052,8 @@ fn fanout_workers_share_rate_limits() {
                 workers,
                 "--bpf",
                 "not ip6",
+                "--stats-interval",
+                "100ms",
                 "--rules",
                 rules.to_str().unwrap(),
                 "--alerts",
@@ -1039,25 +1063,34 @@ fn fanout_workers_share_rate_limits() {
         ns.inject(&first);
         wait_alerts(&out, 2, Duration::from_secs(5));
         ns.inject(&rest);
-        // Time for any worker to write what it would write.
-        sleep(Duration::from_millis(500));
+        wait_processed(&out, 30, Duration::from_secs(5));
         let (status, _) = sensor.terminate();
         assert_eq!(status.code(), Some(0), "workers={workers}");
         let recs = records(&out);
         let stats = &recs.last().unwrap()["stats"];
         assert_eq!(
-            stats["capture"]["packets"], 12,
+            stats["capture"]["packets"], 30,
             "workers={workers}: {stats}"
         );
         if workers != "1" {
-            let per = &stats["capture"]["workers"];
-            eprintln!("workers={workers}: SYNs per worker {per}");
+            // Spread over the workers (all 30 on one: odds 2 in 2^30 with two workers).
+            let per: Vec<u64> = stats["capture"]["workers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap())
+                .collect();
+            eprintln!("workers={workers}: SYNs per worker {per:?}");
+            assert!(
+                per.iter().all(|&p| p < 30),
+                "one worker saw them all: {per:?}"
+            );
         }
         // Workers write in their own order: compare as sets, and count.
         assert_eq!(alerts(&out).len(), 2, "workers={workers}: {stats}");
         assert_eq!(sorted(&alerts(&out)), sorted(&want), "workers={workers}");
         assert_eq!(
-            stats["alerts"]["suppressed"], 10,
+            stats["alerts"]["suppressed"], 28,
             "workers={workers}: {stats}"
         );
     }
