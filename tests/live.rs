@@ -235,11 +235,17 @@ fn alerts(path: &Path) -> Vec<Tuple> {
 
 /// What `read` raises on the same capture: the reference for the live run.
 fn offline_alerts(pcap: &Path) -> Vec<Tuple> {
-    let out = Command::new(BIN)
-        .args(["read", "--quiet"])
-        .arg(pcap)
-        .output()
-        .unwrap();
+    offline_alerts_with(None, pcap)
+}
+
+/// [`offline_alerts`] under a rule file (`None`: the embedded rules).
+fn offline_alerts_with(rules: Option<&Path>, pcap: &Path) -> Vec<Tuple> {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["read", "--quiet"]);
+    if let Some(r) = rules {
+        cmd.arg("--rules").arg(r);
+    }
+    let out = cmd.arg(pcap).output().unwrap();
     assert_eq!(out.status.code(), Some(1), "offline read of {pcap:?}");
     String::from_utf8(out.stdout)
         .unwrap()
@@ -736,6 +742,16 @@ fn conversations_pcap(path: &Path, n: u32) {
     fs::write(path, out).unwrap();
 }
 
+/// The per-worker packet counts of a stats record's `capture` object.
+fn per_worker(cap: &serde_json::Value) -> Vec<u64> {
+    cap["workers"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no per-worker counts: {cap}"))
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect()
+}
+
 /// A flow record reduced to what replay keeps: its Community ID and counters.
 fn flow_counts(path: &Path) -> std::collections::BTreeMap<String, [u64; 4]> {
     let mut m = std::collections::BTreeMap::new();
@@ -803,12 +819,7 @@ fn fanout_workers_see_whole_flows_and_raise_the_same_alerts() {
         assert_eq!(cap["channel_drops"], 0, "{last}");
         if workers != "1" {
             // The kernel spread the packets: every worker got some, and they add up.
-            let per: Vec<u64> = cap["workers"]
-                .as_array()
-                .unwrap_or_else(|| panic!("no per-worker counts: {last}"))
-                .iter()
-                .map(|v| v.as_u64().unwrap())
-                .collect();
+            let per = per_worker(cap);
             eprintln!("workers={workers}: packets per worker {per:?}");
             assert_eq!(per.len(), workers.parse::<usize>().unwrap());
             assert!(per.iter().all(|&p| p > 0), "{per:?}");
@@ -873,6 +884,54 @@ fn wait_processed(path: &Path, n: u64, limit: Duration) {
     }
 }
 
+/// A live run for the sharing tests: `exfilwatch live` with `workers` workers and `rules` on a
+/// fresh namespace (IPv4 only, stats every 100 ms into `out`); `traffic` injects and waits;
+/// returns the final stats record's `stats` object, after checking a clean exit and, with
+/// more than one worker, that the kernel spread the `packets` over them.
+fn sharing_run(
+    dir: &Path,
+    workers: &str,
+    rules: &Path,
+    out: &Path,
+    packets: u64,
+    traffic: impl FnOnce(&Netns),
+) -> serde_json::Value {
+    let ns = Netns::new();
+    let sensor = Sensor::start(
+        &ns,
+        dir,
+        &[
+            "-i",
+            "cap0",
+            "--workers",
+            workers,
+            "--bpf",
+            "not ip6",
+            "--stats-interval",
+            "100ms",
+            "--rules",
+            rules.to_str().unwrap(),
+            "--alerts",
+            out.to_str().unwrap(),
+        ],
+    );
+    traffic(&ns);
+    let (status, _) = sensor.terminate();
+    assert_eq!(status.code(), Some(0), "workers={workers}");
+    let stats = records(out).last().unwrap()["stats"].clone();
+    let cap = &stats["capture"];
+    assert_eq!(cap["packets"], packets, "workers={workers}: {stats}");
+    assert_eq!(cap["processed"], packets, "workers={workers}: {stats}");
+    if workers != "1" {
+        // All on one worker would not test the sharing (all or all but one there: odds below
+        // 1 in 10^7 for 30 packets on two workers).
+        let per = per_worker(cap);
+        eprintln!("workers={workers}: packets per worker {per:?}");
+        assert!(per.iter().all(|&p| p < packets - 1), "{per:?}");
+    }
+    stats
+}
+
 /// A by_src volume rule sums a host's bytes over all its flows, whichever worker each landed
 /// on: 39 datagrams of 76 bytes to 39 outside addresses (2,964 bytes, under the rule's 3,000),
 /// then one more, which crosses it. With 2 and 4 workers no worker sees more than part of the
@@ -902,71 +961,24 @@ fn fanout_workers_share_by_src_volume_windows() {
     datagrams_pcap(&before, 0, 39, 76);
     datagrams_pcap(&crossing, 39, 1, 76);
     datagrams_pcap(&whole, 0, 40, 76);
-    let offline = Command::new(BIN)
-        .args(["read", "--quiet", "--rules"])
-        .arg(&rules)
-        .arg(&whole)
-        .output()
-        .unwrap();
-    assert_eq!(offline.status.code(), Some(1));
-    let want: Vec<Tuple> = String::from_utf8(offline.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| tuple(&serde_json::from_str(l).unwrap()))
-        .collect();
+    let want = offline_alerts_with(Some(&rules), &whole);
+    assert_eq!(want.len(), 1, "one alert offline: {want:?}");
     assert_eq!(
-        want.len(),
-        1,
-        "one alert offline, at the 40th datagram: {want:?}"
+        want[0].4, "\"198.51.0.39\"",
+        "at the 40th datagram: {want:?}"
     );
-    assert_eq!(want[0].4, "\"198.51.0.39\"", "{want:?}");
     for workers in ["1", "2", "4"] {
-        let ns = Netns::new();
         let out = dir.join(format!("alerts-{workers}.json"));
-        let sensor = Sensor::start(
-            &ns,
-            &dir,
-            &[
-                "-i",
-                "cap0",
-                "--workers",
-                workers,
-                "--bpf",
-                "not ip6",
-                "--stats-interval",
-                "100ms",
-                "--rules",
-                rules.to_str().unwrap(),
-                "--alerts",
-                out.to_str().unwrap(),
-            ],
-        );
-        ns.inject(&before);
-        // Every worker has counted its share before the crossing datagram comes.
-        wait_processed(&out, 39, Duration::from_secs(5));
-        assert_eq!(alerts(&out).len(), 0, "workers={workers}: fired early");
-        ns.inject(&crossing);
-        wait_alerts(&out, 1, Duration::from_secs(5));
-        let (status, _) = sensor.terminate();
-        assert_eq!(status.code(), Some(0), "workers={workers}");
-        let recs = records(&out);
-        let cap = &recs.last().unwrap()["stats"]["capture"];
-        assert_eq!(cap["packets"], 40, "workers={workers}: {cap}");
-        assert_eq!(cap["processed"], 40, "workers={workers}: {cap}");
-        if workers != "1" {
-            let per: Vec<u64> = cap["workers"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_u64().unwrap())
-                .collect();
-            eprintln!("workers={workers}: datagrams per worker {per:?}");
-            assert!(
-                per.iter().all(|&p| p < 39),
-                "one worker saw them all: {per:?}"
-            );
-        }
+        sharing_run(&dir, workers, &rules, &out, 40, |ns| {
+            ns.inject(&before);
+            // Every worker has counted its share before the crossing datagram comes.
+            wait_processed(&out, 39, Duration::from_secs(5));
+            assert_eq!(alerts(&out).len(), 0, "workers={workers}: fired early");
+            ns.inject(&crossing);
+            wait_alerts(&out, 1, Duration::from_secs(5));
+        });
         assert_eq!(alerts(&out), want, "workers={workers}");
+        let recs = records(&out);
         let fired = recs.iter().find(|r| r["event_type"] == "alert").unwrap();
         assert_eq!(fired["bytes"], 3040, "workers={workers}: {fired}");
     }
@@ -1026,66 +1038,16 @@ fn fanout_workers_share_rate_limits() {
     syns_from_one_host_pcap(&first, 0, 2);
     syns_from_one_host_pcap(&rest, 2, 28);
     syns_from_one_host_pcap(&whole, 0, 30);
-    let offline = Command::new(BIN)
-        .args(["read", "--quiet", "--rules"])
-        .arg(&rules)
-        .arg(&whole)
-        .output()
-        .unwrap();
-    assert_eq!(offline.status.code(), Some(1));
-    let want: Vec<Tuple> = String::from_utf8(offline.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| tuple(&serde_json::from_str(l).unwrap()))
-        .collect();
+    let want = offline_alerts_with(Some(&rules), &whole);
     assert_eq!(want.len(), 2, "two alerts offline: {want:?}");
     for workers in ["1", "2", "4"] {
-        let ns = Netns::new();
         let out = dir.join(format!("alerts-{workers}.json"));
-        let sensor = Sensor::start(
-            &ns,
-            &dir,
-            &[
-                "-i",
-                "cap0",
-                "--workers",
-                workers,
-                "--bpf",
-                "not ip6",
-                "--stats-interval",
-                "100ms",
-                "--rules",
-                rules.to_str().unwrap(),
-                "--alerts",
-                out.to_str().unwrap(),
-            ],
-        );
-        ns.inject(&first);
-        wait_alerts(&out, 2, Duration::from_secs(5));
-        ns.inject(&rest);
-        wait_processed(&out, 30, Duration::from_secs(5));
-        let (status, _) = sensor.terminate();
-        assert_eq!(status.code(), Some(0), "workers={workers}");
-        let recs = records(&out);
-        let stats = &recs.last().unwrap()["stats"];
-        assert_eq!(
-            stats["capture"]["packets"], 30,
-            "workers={workers}: {stats}"
-        );
-        if workers != "1" {
-            // Spread over the workers (all 30 on one: odds 2 in 2^30 with two workers).
-            let per: Vec<u64> = stats["capture"]["workers"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_u64().unwrap())
-                .collect();
-            eprintln!("workers={workers}: SYNs per worker {per:?}");
-            assert!(
-                per.iter().all(|&p| p < 30),
-                "one worker saw them all: {per:?}"
-            );
-        }
+        let stats = sharing_run(&dir, workers, &rules, &out, 30, |ns| {
+            ns.inject(&first);
+            wait_alerts(&out, 2, Duration::from_secs(5));
+            ns.inject(&rest);
+            wait_processed(&out, 30, Duration::from_secs(5));
+        });
         // Workers write in their own order: compare as sets, and count.
         assert_eq!(alerts(&out).len(), 2, "workers={workers}: {stats}");
         assert_eq!(sorted(&alerts(&out)), sorted(&want), "workers={workers}");
