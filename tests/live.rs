@@ -536,13 +536,27 @@ fn bpf_filter_applies_and_stats_are_reported() {
     assert!(stderr.contains("channel_drops=0"), "{stderr}");
 }
 
-/// Writes `n` SYNs to 10.0.1.20:11434 from distinct sources (Ethernet, classic pcap).
-fn syn_flood_pcap(path: &Path, n: u32) {
-    let mut out = Vec::new();
-    out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+/// A little-endian microsecond pcap header, Ethernet, snap length 65535.
+fn pcap_header() -> Vec<u8> {
+    let mut out = 0xa1b2_c3d4u32.to_le_bytes().to_vec();
     out.extend_from_slice(&[
         2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 1, 0, 0, 0,
     ]);
+    out
+}
+
+/// Appends `frame` as a whole record at 1,764,072,000 s plus `usec` microseconds.
+fn pcap_record(out: &mut Vec<u8>, usec: u32, frame: &[u8]) {
+    out.extend_from_slice(&1_764_072_000u32.to_le_bytes());
+    out.extend_from_slice(&usec.to_le_bytes());
+    out.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+    out.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+    out.extend_from_slice(frame);
+}
+
+/// Writes `n` SYNs to 10.0.1.20:11434 from distinct sources (Ethernet, classic pcap).
+fn syn_flood_pcap(path: &Path, n: u32) {
+    let mut out = pcap_header();
     for i in 0..n {
         let mut f = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2, 0x08, 0x00];
         f.extend_from_slice(&[0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0]);
@@ -551,11 +565,7 @@ fn syn_flood_pcap(path: &Path, n: u32) {
         f.extend_from_slice(&[
             0x2c, 0xaa, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0,
         ]);
-        out.extend_from_slice(&1_764_072_000u32.to_le_bytes());
-        out.extend_from_slice(&i.to_le_bytes());
-        out.extend_from_slice(&(f.len() as u32).to_le_bytes());
-        out.extend_from_slice(&(f.len() as u32).to_le_bytes());
-        out.extend_from_slice(&f);
+        pcap_record(&mut out, i, &f);
     }
     fs::write(path, out).unwrap();
 }
@@ -682,11 +692,7 @@ fn slow_consumer_alert_flood_drops_are_counted_never_silent() {
 /// interleaved round-robin: half from admin hosts to 10.0.1.20:11434, half from an AI host to
 /// outside addresses on 443, a tenth of them VLAN-tagged.
 fn conversations_pcap(path: &Path, n: u32) {
-    let mut out = Vec::new();
-    out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
-    out.extend_from_slice(&[
-        2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 1, 0, 0, 0,
-    ]);
+    let mut out = pcap_header();
     // (from client?, flags, payload bytes)
     let steps: [(bool, u8, usize); 7] = [
         (true, 0x02, 0),
@@ -732,11 +738,7 @@ fn conversations_pcap(path: &Path, n: u32) {
             f.extend_from_slice(&[0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
             f.resize(f.len() + len, 0x61);
             usec += 10;
-            out.extend_from_slice(&1_764_072_000u32.to_le_bytes());
-            out.extend_from_slice(&usec.to_le_bytes());
-            out.extend_from_slice(&(f.len() as u32).to_le_bytes());
-            out.extend_from_slice(&(f.len() as u32).to_le_bytes());
-            out.extend_from_slice(&f);
+            pcap_record(&mut out, usec, &f);
         }
     }
     fs::write(path, out).unwrap();
@@ -840,11 +842,7 @@ fn fanout_workers_see_whole_flows_and_raise_the_same_alerts() {
 /// UDP datagrams from the AI host 10.0.1.5, each to its own outside address and port (so each
 /// is its own flow), of `ip_len` IP-layer bytes, 100 µs apart from `usec`.
 fn datagrams_pcap(path: &Path, first: u32, n: u32, ip_len: u16) {
-    let mut out = Vec::new();
-    out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
-    out.extend_from_slice(&[
-        2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 1, 0, 0, 0,
-    ]);
+    let mut out = pcap_header();
     for i in first..first + n {
         let mut f = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x08, 0x00];
         f.extend_from_slice(&[0x45, 0]);
@@ -856,11 +854,7 @@ fn datagrams_pcap(path: &Path, first: u32, n: u32, ip_len: u16) {
         f.extend_from_slice(&(ip_len - 20).to_be_bytes());
         f.extend_from_slice(&[0, 0]);
         f.resize(14 + usize::from(ip_len), 0x61);
-        out.extend_from_slice(&1_764_072_000u32.to_le_bytes());
-        out.extend_from_slice(&(i * 100).to_le_bytes());
-        out.extend_from_slice(&(f.len() as u32).to_le_bytes());
-        out.extend_from_slice(&(f.len() as u32).to_le_bytes());
-        out.extend_from_slice(&f);
+        pcap_record(&mut out, i * 100, &f);
     }
     fs::write(path, out).unwrap();
 }
@@ -987,11 +981,7 @@ fn fanout_workers_share_by_src_volume_windows() {
 /// TCP SYNs from 172.16.0.1 (source ports from 40000 + `first`) to 10.0.1.20:11434, each its
 /// own flow, 100 µs apart.
 fn syns_from_one_host_pcap(path: &Path, first: u32, n: u32) {
-    let mut out = Vec::new();
-    out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
-    out.extend_from_slice(&[
-        2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 1, 0, 0, 0,
-    ]);
+    let mut out = pcap_header();
     for i in first..first + n {
         let mut f = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2, 0x08, 0x00];
         f.extend_from_slice(&[0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0]);
@@ -1000,11 +990,7 @@ fn syns_from_one_host_pcap(path: &Path, first: u32, n: u32) {
         f.extend_from_slice(&[
             0x2c, 0xaa, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0,
         ]);
-        out.extend_from_slice(&1_764_072_000u32.to_le_bytes());
-        out.extend_from_slice(&(i * 100).to_le_bytes());
-        out.extend_from_slice(&(f.len() as u32).to_le_bytes());
-        out.extend_from_slice(&(f.len() as u32).to_le_bytes());
-        out.extend_from_slice(&f);
+        pcap_record(&mut out, i * 100, &f);
     }
     fs::write(path, out).unwrap();
 }
