@@ -15,7 +15,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use ipnetwork::IpNetwork;
 
-use crate::alert::{AlertWriter, Context, FlowCounters, Limiter, Output, Record, Verdict};
+use crate::alert::{
+    AlertWriter, Context, FlowCounters, Limiter, Output, Record, Verdict, LIMITER_SWEEP_EVERY,
+};
 use crate::community_id::community_id_v1;
 use crate::decode::{proto, PacketSummary, Transport};
 use crate::flow::{Direction, EndReason, Flow, FlowState, FlowStats, FlowTable, Lookahead};
@@ -279,9 +281,8 @@ pub struct Engine {
     windows: SrcWindows,
     /// Rate-limit state; shared by live workers' engines like `windows`.
     limiter: Arc<Mutex<Limiter>>,
-    /// Whether any rule has a limit (else the limiter is never asked or swept).
-    limited: bool,
-    /// When this engine last swept the limiter (packet time).
+    /// When this engine last swept the limiter (packet time): it sweeps every
+    /// [`LIMITER_SWEEP_EVERY`], so the lock is not taken per packet.
     limits_swept: Option<Timestamp>,
     /// Added to flow ids in rate-limit keys, so that flows of engines sharing the limiter
     /// never share a key (flow ids count from 1 in each engine's table).
@@ -306,7 +307,6 @@ impl Engine {
         let eval = Evaluator::new(&rules);
         let flows = FlowTable::new(rules.flow);
         let watch_rules = WatchRules::new(&rules);
-        let limited = rules.rules.iter().any(|r| r.limit.is_some());
         let mut zones = Zones::default();
         let policy_rule = rules.policy.as_ref().map(|p| {
             for z in &p.zones {
@@ -359,7 +359,6 @@ impl Engine {
             free_watches: Vec::new(),
             windows: SrcWindows::default(),
             limiter: Arc::default(),
-            limited,
             limits_swept: None,
             flow_id_base: 0,
             writer,
@@ -388,15 +387,12 @@ impl Engine {
         self.flow_id_base = u64::from(worker) << 48;
     }
 
-    /// Drops closed rate-limit windows every ten seconds of packet time (the limiter's own
-    /// pace), taking the lock only then and only when some rule has a limit.
+    /// Drops closed rate-limit windows every [`LIMITER_SWEEP_EVERY`] of packet time, taking
+    /// the limiter's lock only then.
     fn sweep_limits(&mut self) {
-        if !self.limited {
-            return;
-        }
         let now = self.flows.now();
         match self.limits_swept {
-            Some(t) if now.since(t) < crate::alert::LIMITER_SWEEP_EVERY => return,
+            Some(t) if now.since(t) < LIMITER_SWEEP_EVERY => return,
             _ => self.limits_swept = Some(now),
         }
         self.limiter

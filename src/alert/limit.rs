@@ -41,10 +41,9 @@ pub struct Limiter {
     windows: HashMap<(usize, Key), Window>,
     /// Alerts suppressed, all rules.
     pub suppressed_total: u64,
-    last_sweep: Option<Timestamp>,
 }
 
-/// How often (packet time) closed windows without pending counts are dropped.
+/// How often (packet time) [`Limiter::sweep`] is meant to be called.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
 impl Limiter {
@@ -88,12 +87,9 @@ impl Limiter {
     }
 
     /// Forgets windows that have closed and owe no suppressed count, so memory follows the
-    /// keys active in the last `per`, not every key ever seen. Cheap to call per packet.
+    /// keys active in the last `per`, not every key ever seen. A walk over every key: the
+    /// caller paces it, every [`SWEEP_EVERY`] of packet time.
     pub fn sweep(&mut self, now: Timestamp) {
-        match self.last_sweep {
-            Some(t) if now.since(t) < SWEEP_EVERY => return,
-            _ => self.last_sweep = Some(now),
-        }
         self.windows
             .retain(|_, w| w.pending > 0 || now.since(w.start) < w.per);
     }
