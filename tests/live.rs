@@ -744,6 +744,15 @@ fn conversations_pcap(path: &Path, n: u32) {
     fs::write(path, out).unwrap();
 }
 
+/// `exfilwatch live` on the namespace's capture end with `workers` workers, IPv4 only (the
+/// kernel's own IPv6 chatter stays out of the counts), alerts to `out`, and `extra` flags.
+fn start_workers(ns: &Netns, dir: &Path, workers: &str, out: &Path, extra: &[&str]) -> Sensor {
+    let mut args = vec!["-i", "cap0", "--workers", workers, "--bpf", "not ip6"];
+    args.extend(["--alerts", out.to_str().unwrap()]);
+    args.extend_from_slice(extra);
+    Sensor::start(ns, dir, &args)
+}
+
 /// The per-worker packet counts of a stats record's `capture` object.
 fn per_worker(cap: &serde_json::Value) -> Vec<u64> {
     cap["workers"]
@@ -792,21 +801,12 @@ fn fanout_workers_see_whole_flows_and_raise_the_same_alerts() {
         let ns = Netns::new();
         let out = dir.join(format!("alerts-{workers}.json"));
         let flows = dir.join(format!("flows-{workers}.json"));
-        let sensor = Sensor::start(
+        let sensor = start_workers(
             &ns,
             &dir,
-            &[
-                "-i",
-                "cap0",
-                "--workers",
-                workers,
-                "--bpf",
-                "not ip6",
-                "--alerts",
-                out.to_str().unwrap(),
-                "--flows",
-                flows.to_str().unwrap(),
-            ],
+            workers,
+            &out,
+            &["--flows", flows.to_str().unwrap()],
         );
         ns.inject(&pcap);
         wait_alerts(&out, want.len(), Duration::from_secs(5));
@@ -891,22 +891,16 @@ fn sharing_run(
     traffic: impl FnOnce(&Netns),
 ) -> serde_json::Value {
     let ns = Netns::new();
-    let sensor = Sensor::start(
+    let sensor = start_workers(
         &ns,
         dir,
+        workers,
+        out,
         &[
-            "-i",
-            "cap0",
-            "--workers",
-            workers,
-            "--bpf",
-            "not ip6",
             "--stats-interval",
             "100ms",
             "--rules",
             rules.to_str().unwrap(),
-            "--alerts",
-            out.to_str().unwrap(),
         ],
     );
     traffic(&ns);
