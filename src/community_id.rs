@@ -17,12 +17,11 @@
 //! `(type, counterpart type)` and are ordered like ports, while every other
 //! type is one-way, hashes `(type, code)`, and is never reordered. The
 //! result matches the spec's published baseline vectors and Wireshark's
-//! `communityid` dissector. Hashing writes into a fixed 40-byte stack buffer;
-//! the returned 30-byte `String` is the only allocation.
+//! `communityid` dissector. The input (at most 40 bytes) is written straight into SHA-1's one
+//! padded 64-byte block, which is compressed once; the returned 30-byte `String` is the only
+//! allocation ([`community_id_v1_fixed`] has none).
 
 use std::net::IpAddr;
-
-use sha1::{Digest, Sha1};
 
 const PROTO_ICMP: u8 = 1;
 const PROTO_TCP: u8 = 6;
@@ -123,10 +122,11 @@ pub fn community_id_v1_fixed(
         (dst_bytes, src_bytes, ports.map(|(s, d, _)| (d, s)))
     };
 
-    let mut input = [0u8; MAX_INPUT];
+    // The input (at most MAX_INPUT bytes) goes straight into SHA-1's one padded block.
+    let mut block = [0u8; 64];
     let mut len = 0;
     let mut put = |bytes: &[u8]| {
-        input[len..len + bytes.len()].copy_from_slice(bytes);
+        block[len..len + bytes.len()].copy_from_slice(bytes);
         len += bytes.len();
     };
     put(&seed.to_be_bytes());
@@ -137,8 +137,7 @@ pub fn community_id_v1_fixed(
         put(&a.to_be_bytes());
         put(&b.to_be_bytes());
     }
-
-    let digest = Sha1::digest(&input[..len]);
+    let digest = sha1_one_block(block, len);
 
     let mut id = [0u8; ID_LEN];
     id[..2].copy_from_slice(b"1:");
@@ -207,6 +206,33 @@ fn icmp6_counterpart(icmp_type: u16) -> Option<u16> {
 }
 
 /// Network-order bytes of an address in a fixed buffer, plus the used length.
+/// SHA-1's initial state (FIPS 180-4, 5.3.1).
+const SHA1_H0: [u32; 5] = [
+    0x6745_2301,
+    0xEFCD_AB89,
+    0x98BA_DCFE,
+    0x1032_5476,
+    0xC3D2_E1F0,
+];
+
+/// SHA-1 of the first `len` bytes of `block` (the rest zero), for `len` up to 55: the
+/// message fits one block with its padding, so it is padded in place and compressed once,
+/// without the streaming hasher's buffering.
+fn sha1_one_block(mut block: [u8; 64], len: usize) -> [u8; 20] {
+    const _: () = assert!(MAX_INPUT <= 55);
+    debug_assert!(len <= MAX_INPUT);
+    let len = len.min(MAX_INPUT);
+    block[len] = 0x80;
+    block[56..].copy_from_slice(&(len as u64 * 8).to_be_bytes());
+    let mut state = SHA1_H0;
+    sha1::block_api::compress(&mut state, &[block]);
+    let mut out = [0u8; 20];
+    for (o, word) in out.chunks_exact_mut(4).zip(state) {
+        o.copy_from_slice(&word.to_be_bytes());
+    }
+    out
+}
+
 fn addr_bytes(addr: IpAddr) -> ([u8; 16], usize) {
     let mut buf = [0u8; 16];
     match addr {
@@ -272,6 +298,27 @@ mod tests {
     //! below are the raw (type, code) this API takes.
 
     use super::*;
+
+    /// The one-block shortcut against the streaming hasher, for every input length it takes
+    /// and a few byte patterns (including 0x80, the padding byte, and all-ones).
+    #[test]
+    fn test_one_block_sha1_equals_streaming_sha1() {
+        use sha1::{Digest, Sha1};
+        for len in 0..=MAX_INPUT {
+            for fill in [0x00u8, 0x80, 0xff, 0x5a] {
+                let mut block = [0u8; 64];
+                for (i, b) in block[..len].iter_mut().enumerate() {
+                    *b = fill ^ (i as u8).wrapping_mul(37);
+                }
+                let expected: [u8; 20] = Sha1::digest(&block[..len]).into();
+                assert_eq!(
+                    sha1_one_block(block, len),
+                    expected,
+                    "len {len} fill {fill:#x}"
+                );
+            }
+        }
+    }
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
