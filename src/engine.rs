@@ -293,6 +293,8 @@ pub struct Engine {
     matches: Vec<(Match, Extra)>,
     scratch: Vec<Match>,
     ended_buf: Vec<(Flow, EndReason)>,
+    /// The file the packets being processed were read from (alerts name it).
+    file: Arc<str>,
     counts: Vec<RuleCounts>,
     policy_counts: PolicyCounts,
     ended: [u64; EndReason::ALL.len()],
@@ -367,6 +369,7 @@ impl Engine {
             matches: Vec::new(),
             scratch: Vec::new(),
             ended_buf: Vec::new(),
+            file: Arc::from(""),
             counts,
             policy_counts: PolicyCounts::default(),
             ended: [0; EndReason::ALL.len()],
@@ -429,14 +432,20 @@ impl Engine {
 
     /// Processes one packet read from `file`. An error is an output failing.
     pub fn process(&mut self, p: &PacketSummary, file: &str) -> io::Result<()> {
-        self.process_hashed(p, file, None)
+        if *self.file != *file {
+            self.file = Arc::from(file);
+        }
+        self.process_hashed(p, None)
     }
 
     /// Processes packets read from `file`, in order, exactly as [`Engine::process`] one by
     /// one would. Meanwhile the flow table's memory for the packets a few places ahead is
     /// being loaded (hash, then index bucket, then flow and list nodes, one step apart), so
     /// tracking a flow that is not in cache seldom waits for memory.
-    pub fn process_batch(&mut self, batch: &[PacketSummary], file: &str) -> io::Result<()> {
+    pub fn process_batch(&mut self, batch: &[PacketSummary], file: &Arc<str>) -> io::Result<()> {
+        if !Arc::ptr_eq(&self.file, file) {
+            self.file = Arc::clone(file);
+        }
         // Packets between look-ahead steps; the ring holds every packet in flight.
         const STEP: usize = 4;
         const RING: usize = 16;
@@ -456,19 +465,14 @@ impl Engine {
             }
             if let Some(j) = i.checked_sub(3 * STEP) {
                 if let Some(p) = batch.get(j) {
-                    self.process_hashed(p, file, ahead[j % RING])?;
+                    self.process_hashed(p, ahead[j % RING])?;
                 }
             }
         }
         Ok(())
     }
 
-    fn process_hashed(
-        &mut self,
-        p: &PacketSummary,
-        file: &str,
-        ahead: Option<Lookahead>,
-    ) -> io::Result<()> {
+    fn process_hashed(&mut self, p: &PacketSummary, ahead: Option<Lookahead>) -> io::Result<()> {
         self.packets += 1;
         self.flows.advance(p.ts);
         self.sweep_limits();
@@ -541,7 +545,7 @@ impl Engine {
         }
         let flow = flow.clone();
         let matches = std::mem::take(&mut self.matches);
-        let r = self.emit_all(p, &flow, file, &matches);
+        let r = self.emit_all(p, &flow, &matches);
         self.matches = matches;
         r
     }
@@ -550,7 +554,6 @@ impl Engine {
         &mut self,
         p: &PacketSummary,
         flow: &Flow,
-        file: &str,
         matches: &[(Match, Extra)],
     ) -> io::Result<()> {
         let icmp = match p.transport {
@@ -628,7 +631,7 @@ impl Engine {
                     _ => None,
                 },
             };
-            self.writer.write_record(&record, file)?;
+            self.writer.write_record(&record, &self.file)?;
             self.counts[m.rule].alerts += 1;
         }
         Ok(())

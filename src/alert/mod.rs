@@ -10,6 +10,7 @@ mod output;
 
 use std::io::{self, Write};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 pub use limit::{Limiter, Verdict, SWEEP_EVERY as LIMITER_SWEEP_EVERY};
 pub use output::Output;
@@ -149,35 +150,79 @@ pub struct AlertWriter {
     out: Output,
     line: Vec<u8>,
     frags: Fragments,
-    ctx: std::sync::Arc<Context>,
+    ctx: Arc<Context>,
     /// The input file of the latest record.
-    file: std::sync::Arc<str>,
+    file: Arc<str>,
 }
 
-/// JSON pieces that only change with the rule or the input file, escaped once.
+/// JSON pieces that only change with the rule or the input file, escaped once. They are kept
+/// for the context and the file they were [bound](Fragments::bind) to (held here, so that a
+/// pointer comparison identifies them); alerts from anything else are written piece by piece.
 #[derive(Default)]
 pub struct Fragments {
-    /// Per rule id: `,"event_type":"alert","rule":ID,"severity":"S","message":MSG`.
-    rules: std::collections::HashMap<Box<str>, Box<[u8]>, foldhash::fast::RandomState>,
-    /// The last file name and its `,"pcap_filename":NAME,"pcap_cnt":`.
-    file: (Box<str>, Vec<u8>),
+    ctx: Option<Arc<Context>>,
+    /// Per rule index of `ctx`: `","event_type":"alert","rule":ID,"severity":"S","message":MSG`.
+    rules: Vec<Option<Box<[u8]>>>,
+    /// The bound file and its `,"pcap_filename":NAME,"pcap_cnt":`.
+    file: Option<(Arc<str>, Box<[u8]>)>,
     /// The last second written and its `YYYY-MM-DDTHH:MM:SS.` (alerts come in time order).
     second: Option<(i64, [u8; 20])>,
 }
 
+/// The rule's piece of a JSON line (see [`Fragments::rules`]).
+fn rule_piece(r: &Rule) -> io::Result<Box<[u8]>> {
+    let mut w = Vec::with_capacity(64 + r.message.len());
+    w.extend_from_slice(b"\",\"event_type\":\"alert\",\"rule\":");
+    json_str(&mut w, &r.id)?;
+    w.extend_from_slice(b",\"severity\":\"");
+    w.extend_from_slice(r.severity.as_str().as_bytes());
+    w.extend_from_slice(b"\",\"message\":");
+    json_str(&mut w, &r.message)?;
+    Ok(w.into())
+}
+
+/// The file's piece of a JSON line (see [`Fragments::file`]).
+fn file_piece(name: &str) -> io::Result<Box<[u8]>> {
+    let mut w = Vec::with_capacity(32 + name.len());
+    w.extend_from_slice(b",\"pcap_filename\":");
+    json_str(&mut w, name)?;
+    w.extend_from_slice(b",\"pcap_cnt\":");
+    Ok(w.into())
+}
+
 impl Fragments {
-    fn rule(&mut self, r: &Rule) -> io::Result<&[u8]> {
-        if !self.rules.contains_key(r.id.as_str()) {
-            let mut w = Vec::with_capacity(64 + r.message.len());
-            w.extend_from_slice(b"\",\"event_type\":\"alert\",\"rule\":");
-            json_str(&mut w, &r.id)?;
-            w.extend_from_slice(b",\"severity\":\"");
-            w.extend_from_slice(r.severity.as_str().as_bytes());
-            w.extend_from_slice(b"\",\"message\":");
-            json_str(&mut w, &r.message)?;
-            self.rules.insert(r.id.as_str().into(), w.into());
+    /// Keeps pieces for alerts viewed in `ctx` and read from `file` from now on.
+    pub fn bind(&mut self, ctx: &Arc<Context>, file: &Arc<str>) -> io::Result<()> {
+        if !self.ctx.as_ref().is_some_and(|c| Arc::ptr_eq(c, ctx)) {
+            self.ctx = Some(Arc::clone(ctx));
+            self.rules.clear();
+            self.rules.resize(ctx.rules.len(), None);
         }
-        Ok(self.rules.get(r.id.as_str()).map_or(&[], |v| v))
+        if !self
+            .file
+            .as_ref()
+            .is_some_and(|(f, _)| Arc::ptr_eq(f, file))
+        {
+            self.file = Some((Arc::clone(file), file_piece(file)?));
+        }
+        Ok(())
+    }
+
+    /// Appends the piece of `a`'s rule: the kept one when `a` was viewed in the bound context.
+    fn rule(&mut self, w: &mut Vec<u8>, a: &Alert<'_>) -> io::Result<()> {
+        let i = a.record.rule as usize;
+        let bound = self.ctx.as_ref().and_then(|c| c.rules.get(i));
+        if bound.is_some_and(|r| std::ptr::eq(r, a.rule)) {
+            if let Some(slot) = self.rules.get_mut(i) {
+                if slot.is_none() {
+                    *slot = Some(rule_piece(a.rule)?);
+                }
+                w.extend_from_slice(slot.as_deref().unwrap_or_default());
+                return Ok(());
+            }
+        }
+        w.extend_from_slice(&rule_piece(a.rule)?);
+        Ok(())
     }
 
     /// Writes `t` as RFC 3339 with microseconds, the date and time of day from the cache.
@@ -209,15 +254,13 @@ impl Fragments {
         w.extend_from_slice(&[a, b, c, d, e, f, b'Z']);
     }
 
-    fn file(&mut self, name: &str) -> io::Result<&[u8]> {
-        if *self.file.0 != *name || self.file.1.is_empty() {
-            let mut w = Vec::with_capacity(32 + name.len());
-            w.extend_from_slice(b",\"pcap_filename\":");
-            json_str(&mut w, name)?;
-            w.extend_from_slice(b",\"pcap_cnt\":");
-            self.file = (name.into(), w);
+    /// Appends the file's piece: the kept one when `name` is the bound file itself.
+    fn file(&mut self, w: &mut Vec<u8>, name: &str) -> io::Result<()> {
+        match &self.file {
+            Some((f, piece)) if std::ptr::eq(f.as_ref(), name) => w.extend_from_slice(piece),
+            _ => w.extend_from_slice(&file_piece(name)?),
         }
-        Ok(&self.file.1)
+        Ok(())
     }
 }
 
@@ -229,20 +272,20 @@ impl AlertWriter {
             line: Vec::with_capacity(512),
             frags: Fragments::default(),
             ctx: Default::default(),
-            file: std::sync::Arc::from(""),
+            file: Arc::from(""),
         }
     }
 
     /// Sets what records refer to (before the first record).
     pub fn set_context(&mut self, ctx: Context) {
-        self.ctx = std::sync::Arc::new(ctx);
+        self.ctx = Arc::new(ctx);
     }
 
     /// Writes the alert `r` stands for (read from `file`) as one line; a record whose rule is
     /// not in the context is skipped.
-    pub fn write_record(&mut self, r: &Record, file: &str) -> io::Result<()> {
-        if *self.file != *file {
-            self.file = std::sync::Arc::from(file);
+    pub fn write_record(&mut self, r: &Record, file: &Arc<str>) -> io::Result<()> {
+        if !Arc::ptr_eq(&self.file, file) {
+            self.file = Arc::clone(file);
         }
         if self.out.formats_on_its_thread() {
             return self.out.push_record(*r, self.format, &self.ctx, &self.file);
@@ -250,6 +293,7 @@ impl AlertWriter {
         let Some(a) = r.view(&self.ctx, &self.file) else {
             return Ok(());
         };
+        self.frags.bind(&self.ctx, &self.file)?;
         self.line.clear();
         write_alert(&mut self.line, self.format, &a, &mut self.frags)?;
         self.out.write_line(&self.line)
@@ -376,7 +420,7 @@ pub fn json_line(w: &mut Vec<u8>, a: &Alert<'_>) -> io::Result<()> {
 pub fn json_line_with(w: &mut Vec<u8>, a: &Alert<'_>, frags: &mut Fragments) -> io::Result<()> {
     w.extend_from_slice(b"{\"timestamp\":\"");
     frags.ts(w, a.record.ts);
-    w.extend_from_slice(frags.rule(a.rule)?);
+    frags.rule(w, a)?;
     match proto::name(a.record.proto) {
         Some(n) => {
             w.extend_from_slice(b",\"proto\":\"");
@@ -448,7 +492,7 @@ pub fn json_line_with(w: &mut Vec<u8>, a: &Alert<'_>, frags: &mut Fragments) -> 
             w.extend_from_slice(b"}\n");
         }
         None => {
-            w.extend_from_slice(frags.file(a.pcap_filename)?);
+            frags.file(w, a.pcap_filename)?;
             num(w, a.record.pcap_cnt);
             w.extend_from_slice(b"}\n");
         }
@@ -517,7 +561,7 @@ pub fn text_line(w: &mut Vec<u8>, a: &Alert<'_>) -> io::Result<()> {
 }
 
 #[cfg(test)]
-mod ts_cache_tests {
+mod tests {
     use super::*;
 
     #[test]
@@ -541,6 +585,65 @@ mod ts_cache_tests {
             let mut w = b"x".to_vec();
             ip(&mut w, IpAddr::V4(v4)).unwrap();
             assert_eq!(&w[1..], v4.to_string().as_bytes(), "{v4}");
+        }
+    }
+
+    /// Pieces kept for the bound context and file are used only for alerts from them: an
+    /// alert from another file, or with a rule of another context at the same index, is
+    /// written with its own, as if formatted alone.
+    #[test]
+    fn test_kept_pieces_serve_only_the_bound_context_and_file() {
+        let rules = crate::rules::RuleSet::embedded().unwrap().rules;
+        let ctx = Arc::new(Context {
+            rules: rules.clone(),
+            ..Default::default()
+        });
+        let mut renamed = rules.clone();
+        for r in &mut renamed {
+            r.id = format!("other-{}", r.id);
+            r.message = format!("other {}", r.message);
+        }
+        let other = Context {
+            rules: renamed,
+            ..Default::default()
+        };
+        let (bound, unbound): (Arc<str>, Arc<str>) = (Arc::from("a.pcap"), Arc::from("b.pcap"));
+        let record = Record {
+            ts: Timestamp(1_764_072_000_000_000_000),
+            rule: 0,
+            proto: 6,
+            src: IpAddr::from([10, 0, 1, 5]),
+            src_port: Some(40000),
+            dest: IpAddr::from([10, 0, 1, 20]),
+            dest_port: Some(11434),
+            icmp: None,
+            vlans: Vlans::default(),
+            hash_ports: Some((40000, 11434)),
+            suppressed: 0,
+            pcap_cnt: 7,
+            flow: None,
+            window: None,
+            zones: None,
+        };
+        let mut frags = Fragments::default();
+        frags.bind(&ctx, &bound).unwrap();
+        for (c, file) in [
+            (&*ctx, &bound),
+            (&other, &unbound),
+            (&*ctx, &unbound),
+            (&other, &bound),
+        ] {
+            for rule in 0..rules.len() as u32 {
+                let r = Record { rule, ..record };
+                let a = r.view(c, file).unwrap();
+                let (mut kept, mut alone) = (Vec::new(), Vec::new());
+                json_line_with(&mut kept, &a, &mut frags).unwrap();
+                json_line(&mut alone, &a).unwrap();
+                assert_eq!(
+                    String::from_utf8(kept).unwrap(),
+                    String::from_utf8(alone).unwrap()
+                );
+            }
         }
     }
 

@@ -14,6 +14,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -69,6 +70,8 @@ struct WriterThread {
     recycled: Receiver<Vec<u8>>,
     recycled_recs: Receiver<Vec<Record>>,
     error: Arc<Mutex<Failure>>,
+    /// Set once `error` holds an error: the engine's check before each alert reads only this.
+    failed: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -83,6 +86,8 @@ impl WriterThread {
         let (recycle_recs_tx, recycled_recs) = bounded::<Vec<Record>>(WAITING + 1);
         let error = Arc::new(Mutex::new(None));
         let err = Arc::clone(&error);
+        let failed = Arc::new(AtomicBool::new(false));
+        let set_failed = Arc::clone(&failed);
         let thread = std::thread::Builder::new()
             .name("exfilwatch-writer".into())
             .spawn(move || {
@@ -102,6 +107,7 @@ impl WriterThread {
                             if let Ok(mut slot) = err.lock() {
                                 slot.get_or_insert((e.kind(), e.to_string()));
                             }
+                            set_failed.store(true, Ordering::Release);
                         }
                     }
                     failure()
@@ -119,6 +125,9 @@ impl WriterThread {
                 for job in rx {
                     match job {
                         Job::Records(mut r) => {
+                            if let Err(e) = frags.bind(&r.ctx, &r.file) {
+                                run(&mut w, &|_| Err(io::Error::new(e.kind(), e.to_string())));
+                            }
                             for rec in &r.list {
                                 if let Some(a) = rec.view(&r.ctx, &r.file) {
                                     if let Err(e) =
@@ -161,11 +170,15 @@ impl WriterThread {
             recycled,
             recycled_recs,
             error,
+            failed,
             thread: Some(thread),
         })
     }
 
     fn error(&self) -> Option<io::Error> {
+        if !self.failed.load(Ordering::Acquire) {
+            return None;
+        }
         self.error.lock().ok()?.as_ref().map(as_io)
     }
 
@@ -585,7 +598,9 @@ mod tests {
     }
 
     /// Records formatted on the writer thread give the bytes the caller's own formatting
-    /// gives, in order with raw lines between them, across file switches and a flush.
+    /// gives, in order with raw lines between them, across file switches and a flush; both
+    /// give what each alert formatted alone gives (no kept pieces), also when the same file
+    /// name comes in a new allocation.
     #[test]
     fn test_records_formatted_on_the_writer_thread_equal_direct_formatting() {
         use crate::alert::{AlertWriter, Context, FlowCounters, Record};
@@ -632,18 +647,32 @@ mod tests {
             for w in [&mut direct, &mut threaded] {
                 w.set_context(ctx.clone());
             }
+            let (a, b): (Arc<str>, Arc<str>) = (Arc::from("a.pcap"), Arc::from("b\"quoted\".pcap"));
+            let mut alone = Vec::new();
             for i in 0..5_000u64 {
-                let file = if i < 2_500 {
-                    "a.pcap"
+                // A new allocation of a's name for a while, then a again, then b.
+                let file = if (1_000..1_100).contains(&i) {
+                    Arc::from("a.pcap")
+                } else if i < 2_500 {
+                    Arc::clone(&a)
                 } else {
-                    "b\"quoted\".pcap"
+                    Arc::clone(&b)
                 };
+                if let Some(alert) = record(i).view(&ctx, &file) {
+                    match format {
+                        Format::Json => crate::alert::json_line(&mut alone, &alert).unwrap(),
+                        Format::Text => crate::alert::text_line(&mut alone, &alert).unwrap(),
+                    }
+                }
                 for w in [&mut direct, &mut threaded] {
-                    w.write_record(&record(i), file).unwrap();
+                    w.write_record(&record(i), &file).unwrap();
                     if i % 1_234 == 0 {
                         w.write_raw_line(format!("{{\"stats\":{i}}}\n").as_bytes())
                             .unwrap();
                     }
+                }
+                if i % 1_234 == 0 {
+                    alone.extend_from_slice(format!("{{\"stats\":{i}}}\n").as_bytes());
                 }
                 if i == 3_000 {
                     threaded.flush().unwrap();
@@ -655,6 +684,7 @@ mod tests {
             drop(threaded); // the thread writes the rest and ends
             let want = sink.0.lock().unwrap().clone();
             assert_eq!(std::fs::read(&path).unwrap(), want);
+            assert_eq!(want, alone);
             let lines = want
                 .split(|&c| c == b'\n')
                 .filter(|l| !l.is_empty())

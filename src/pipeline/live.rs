@@ -395,10 +395,12 @@ fn engine_loop(
     let mut last_tick = Instant::now();
     let mut last_stats = Instant::now();
     let mut last_updates = Instant::now();
+    // Live alerts name the interface, not a file.
+    let no_file: Arc<str> = Arc::from("");
     loop {
         match rx.recv_timeout(TICK) {
             Ok(Msg::Batch(mut batch)) => {
-                engine.process_batch(&batch, "")?;
+                engine.process_batch(&batch, &no_file)?;
                 batch.clear();
                 let _ = recycle.try_send(batch);
             }
