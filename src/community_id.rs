@@ -105,8 +105,6 @@ pub fn community_id_v1_fixed(
 
     let (src_buf, src_len) = addr_bytes(src);
     let (dst_buf, dst_len) = addr_bytes(dst);
-    let src_bytes = &src_buf[..src_len];
-    let dst_bytes = &dst_buf[..dst_len];
     // The addresses' byte order as numbers: the zero-padded bytes, then the length, order
     // exactly as the byte slices do (a shorter prefix first), mixed families included.
     let src_key = (u128::from_be_bytes(src_buf), src_len);
@@ -121,27 +119,41 @@ pub fn community_id_v1_fixed(
         None => src_key < dst_key,
     };
     let (first, second, ports) = if keep {
-        (src_bytes, dst_bytes, ports.map(|(s, d, _)| (s, d)))
+        (
+            (&src_buf, src_len),
+            (&dst_buf, dst_len),
+            ports.map(|(s, d, _)| (s, d)),
+        )
     } else {
-        (dst_bytes, src_bytes, ports.map(|(s, d, _)| (d, s)))
+        (
+            (&dst_buf, dst_len),
+            (&src_buf, src_len),
+            ports.map(|(s, d, _)| (d, s)),
+        )
     };
 
-    // The input (at most MAX_INPUT bytes) goes straight into SHA-1's one padded block.
+    // The input (at most MAX_INPUT bytes) goes straight into SHA-1's one padded block, each
+    // piece as a copy of fixed size.
     let mut block = [0u8; 64];
-    let mut len = 0;
-    let mut put = |bytes: &[u8]| {
-        block[len..len + bytes.len()].copy_from_slice(bytes);
-        len += bytes.len();
-    };
-    put(&seed.to_be_bytes());
-    put(first);
-    put(second);
-    put(&[proto, 0]);
-    if let Some((a, b)) = ports {
-        put(&a.to_be_bytes());
-        put(&b.to_be_bytes());
+    block[..2].copy_from_slice(&seed.to_be_bytes());
+    let mut len = 2;
+    for (addr, n) in [first, second] {
+        if n == 4 {
+            block[len..len + 4].copy_from_slice(&addr[..4]);
+            len += 4;
+        } else {
+            block[len..len + 16].copy_from_slice(addr);
+            len += 16;
+        }
     }
-    let digest = sha1_one_block(block, len);
+    block[len] = proto;
+    len += 2;
+    if let Some((a, b)) = ports {
+        block[len..len + 2].copy_from_slice(&a.to_be_bytes());
+        block[len + 2..len + 4].copy_from_slice(&b.to_be_bytes());
+        len += 4;
+    }
+    let digest = sha1_one_block(&mut block, len);
 
     let mut id = [0u8; ID_LEN];
     id[..2].copy_from_slice(b"1:");
@@ -222,14 +234,14 @@ const SHA1_H0: [u32; 5] = [
 /// SHA-1 of the first `len` bytes of `block` (the rest zero), for `len` up to 55: the
 /// message fits one block with its padding, so it is padded in place and compressed once,
 /// without the streaming hasher's buffering.
-fn sha1_one_block(mut block: [u8; 64], len: usize) -> [u8; 20] {
+fn sha1_one_block(block: &mut [u8; 64], len: usize) -> [u8; 20] {
     const _: () = assert!(MAX_INPUT <= 55);
     debug_assert!(len <= MAX_INPUT);
     let len = len.min(MAX_INPUT);
     block[len] = 0x80;
     block[56..].copy_from_slice(&(len as u64 * 8).to_be_bytes());
     let mut state = SHA1_H0;
-    sha1::block_api::compress(&mut state, &[block]);
+    sha1::block_api::compress(&mut state, std::slice::from_ref(block));
     let mut out = [0u8; 20];
     for (o, word) in out.chunks_exact_mut(4).zip(state) {
         o.copy_from_slice(&word.to_be_bytes());
@@ -296,7 +308,7 @@ mod tests {
                 }
                 let expected: [u8; 20] = Sha1::digest(&block[..len]).into();
                 assert_eq!(
-                    sha1_one_block(block, len),
+                    sha1_one_block(&mut block, len),
                     expected,
                     "len {len} fill {fill:#x}"
                 );
