@@ -33,7 +33,7 @@ const PROTO_SCTP: u8 = 132;
 const MAX_INPUT: usize = 40;
 
 /// Length of the returned string: "1:" plus 28 base64 characters for 20 bytes.
-const ID_LEN: usize = 2 + 28;
+pub const ID_LEN: usize = 2 + 28;
 
 const BASE64_ALPHABET: &[u8; 64] =
     b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -96,6 +96,24 @@ pub fn community_id_v1_fixed(
     proto: u8,
     ports: Option<(u16, u16)>,
 ) -> CommunityId {
+    let mut id = [0u8; ID_LEN];
+    write_v1(&mut id, seed, src, dst, proto, ports);
+    CommunityId(id)
+}
+
+/// Writes [`community_id_v1`]'s text into the first [`ID_LEN`] bytes of `out` (nothing if
+/// `out` is shorter): the JSON writer's form, straight into the line.
+pub fn write_v1(
+    out: &mut [u8],
+    seed: u16,
+    src: IpAddr,
+    dst: IpAddr,
+    proto: u8,
+    ports: Option<(u16, u16)>,
+) {
+    let Some(out) = out.get_mut(..ID_LEN) else {
+        return;
+    };
     let ports = match proto {
         PROTO_TCP | PROTO_UDP | PROTO_SCTP => ports.map(|(s, d)| (s, d, false)),
         PROTO_ICMP => ports.map(|(t, c)| icmp_equivalents_wide(t, c, false)),
@@ -155,10 +173,8 @@ pub fn community_id_v1_fixed(
     }
     let digest = sha1_one_block(&mut block, len);
 
-    let mut id = [0u8; ID_LEN];
-    id[..2].copy_from_slice(b"1:");
-    id[2..].copy_from_slice(&base64_digest(&digest));
-    CommunityId(id)
+    out[..2].copy_from_slice(b"1:");
+    base64_digest(&digest, &mut out[2..]);
 }
 
 /// The spec's ICMP mapping, exposed because the flow table keys ICMP flows the same way:
@@ -261,9 +277,11 @@ fn addr_bytes(addr: IpAddr) -> ([u8; 16], usize) {
 }
 
 /// Standard (RFC 4648, padded) base64 of a 20-byte digest: 28 bytes, the last one `=`.
-fn base64_digest(d: &[u8; 20]) -> [u8; 28] {
+fn base64_digest(d: &[u8; 20], out: &mut [u8]) {
     let sym = |index: u32| BASE64_ALPHABET[(index & 0x3f) as usize];
-    let mut out = [b'='; 28];
+    let Some(out) = out.get_mut(..28) else {
+        return;
+    };
     for k in 0..6 {
         let n = u32::from(d[3 * k]) << 16 | u32::from(d[3 * k + 1]) << 8 | u32::from(d[3 * k + 2]);
         out[4 * k] = sym(n >> 18);
@@ -275,7 +293,7 @@ fn base64_digest(d: &[u8; 20]) -> [u8; 28] {
     out[24] = sym(n >> 18);
     out[25] = sym(n >> 12);
     out[26] = sym(n >> 6);
-    out
+    out[27] = b'=';
 }
 
 #[cfg(test)]
@@ -930,7 +948,9 @@ mod tests {
         for d in digests {
             let mut want = [0u8; 28];
             base64_20(&mut want, &d);
-            assert_eq!(base64_digest(&d), want, "{d:?}");
+            let mut got = [0u8; 28];
+            base64_digest(&d, &mut got);
+            assert_eq!(got, want, "{d:?}");
         }
     }
 

@@ -336,8 +336,9 @@ impl AlertWriter {
     }
 }
 
-/// Appends `v` in decimal. The digits are written into a fixed 20-byte buffer that is
-/// appended whole and cut back to their count: a fixed-size copy, not a call to memcpy.
+/// Appends `v` in decimal. Longer numbers are written in place: the line grows by 20
+/// bytes, the digits go straight in, and it is cut back to their count (no buffer that is
+/// copied after being written byte by byte, which the CPU cannot forward from).
 fn num(w: &mut Vec<u8>, v: impl Into<u64>) {
     let v: u64 = v.into();
     // Counters are mostly one or two digits.
@@ -350,7 +351,9 @@ fn num(w: &mut Vec<u8>, v: impl Into<u64>) {
         return;
     }
     let n = v.ilog10() as usize + 1;
-    let mut buf = [0u8; 20];
+    let len = w.len();
+    w.resize(len + 20, 0);
+    let buf = &mut w[len..len + 20];
     let (mut x, mut i) = (v, n);
     while x >= 100 {
         i -= 2;
@@ -362,8 +365,6 @@ fn num(w: &mut Vec<u8>, v: impl Into<u64>) {
     } else {
         buf[i - 1] = b'0' + x as u8;
     }
-    let len = w.len();
-    w.extend_from_slice(&buf);
     w.truncate(len + n);
 }
 
@@ -418,9 +419,11 @@ const OCTETS: [[u8; 4]; 256] = {
 fn ip(w: &mut Vec<u8>, addr: IpAddr) -> io::Result<()> {
     match addr {
         IpAddr::V4(v4) => {
-            // Dotted decimal into a stack buffer, each octet's text from the table (three
-            // bytes copied, its length kept), appended in one copy.
-            let mut buf = [0u8; 16];
+            // Dotted decimal written in place (as in `num`), each octet's text from the
+            // table (three bytes copied, its length kept).
+            let len = w.len();
+            w.resize(len + 16, 0);
+            let buf = &mut w[len..len + 16];
             let mut n = 0;
             for x in v4.octets() {
                 let t = OCTETS[usize::from(x)];
@@ -429,9 +432,6 @@ fn ip(w: &mut Vec<u8>, addr: IpAddr) -> io::Result<()> {
                 buf[n] = b'.';
                 n += 1;
             }
-            // Appended whole (a fixed-size copy) and cut back to the text.
-            let len = w.len();
-            w.extend_from_slice(&buf);
             w.truncate(len + n - 1);
             Ok(())
         }
@@ -504,7 +504,10 @@ pub fn json_line_with(w: &mut Vec<u8>, a: &Alert<'_>, frags: &mut Fragments) -> 
         w.push(b']');
     }
     w.extend_from_slice(b",\"community_id\":\"");
-    w.extend_from_slice(a.community_id().as_bytes());
+    let len = w.len();
+    w.resize(len + crate::community_id::ID_LEN, 0);
+    let r = a.record;
+    crate::community_id::write_v1(&mut w[len..], 0, r.src, r.dest, r.proto, r.hash_ports);
     w.push(b'"');
     if a.record.suppressed > 0 {
         w.extend_from_slice(b",\"suppressed\":");
