@@ -41,7 +41,7 @@ pub enum Command {
     Live(LiveArgs),
     /// List capture devices and their addresses.
     Interfaces,
-    /// Render the rules' [policy] as default-deny firewall rules for the hosts of one zone.
+    /// Render the rules' policy section as default-deny firewall rules for the hosts of one zone.
     Firewall {
         /// Rule file or directory; repeatable. Default: the embedded rules.
         #[arg(long = "rules", value_name = "PATH")]
