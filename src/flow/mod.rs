@@ -318,6 +318,11 @@ pub struct FlowTable {
     tails: [u32; CLASSES],
     /// Monotonic packet clock: the latest timestamp seen.
     now: Timestamp,
+    /// No listed flow can time out at or before this time: at most the earliest time any
+    /// list's head may expire. Lowered whenever a flow is appended to a list, worked out
+    /// again whenever the clock passes it (lists are in activity order, as activity times
+    /// come from the monotonic clock, so a new head never expires before the old one).
+    expiry_floor: Timestamp,
     /// Per slot: list links and activity time (monotonic, unlike packet timestamps). Kept
     /// apart from the flows so relinking touches 16-byte nodes, not three flows.
     nodes: Vec<Node>,
@@ -348,6 +353,7 @@ impl FlowTable {
             heads: [NIL; CLASSES],
             tails: [NIL; CLASSES],
             now: Timestamp(i64::MIN),
+            expiry_floor: Timestamp(i64::MIN),
             nodes: Vec::new(),
             next_id: 0,
             frags: HashMap::default(),
@@ -412,19 +418,24 @@ impl FlowTable {
         if ts > self.now {
             self.now = ts;
         }
-        for class in 0..CLASSES {
-            loop {
-                let head = self.heads[class];
-                if head == NIL {
-                    break;
+        if self.now > self.expiry_floor {
+            let mut floor = Timestamp(i64::MAX);
+            for class in 0..CLASSES {
+                loop {
+                    let head = self.heads[class];
+                    if head == NIL {
+                        break;
+                    }
+                    let activity = self.nodes[head as usize].activity;
+                    if self.now.since(activity) <= self.timeouts[class] {
+                        floor = floor.min(expiry(activity, self.timeouts[class]));
+                        break;
+                    }
+                    self.remove(head, EndReason::Timeout);
+                    self.stats.expired += 1;
                 }
-                let idle = self.now.since(self.nodes[head as usize].activity);
-                if idle <= self.timeouts[class] {
-                    break;
-                }
-                self.remove(head, EndReason::Timeout);
-                self.stats.expired += 1;
             }
+            self.expiry_floor = floor;
         }
         while let Some(&(t, fk)) = self.frag_order.front() {
             if self.now.since(t) <= self.cfg.fragment && self.frag_order.len() <= MAX_FRAGMENTS {
@@ -761,6 +772,8 @@ impl FlowTable {
             return;
         }
         self.unlink_from(slot, old);
+        let expires = expiry(now, self.timeouts[class as usize]);
+        self.expiry_floor = self.expiry_floor.min(expires);
         let tail = self.tails[class as usize];
         self.nodes[slot as usize] = Node {
             activity: now,
@@ -821,6 +834,13 @@ struct Node {
     activity: Timestamp,
     prev: u32,
     next: u32,
+}
+
+/// The last time at which a flow last active at `activity` has not yet been idle longer than
+/// `timeout` (saturating, so that `now > expiry(..)` exactly when `now.since(activity) >
+/// timeout` for `now >= activity`).
+fn expiry(activity: Timestamp, timeout: Duration) -> Timestamp {
+    Timestamp(activity.0.saturating_add(timeout.0))
 }
 
 /// The key of the flow in `slot`, if any.

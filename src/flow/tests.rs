@@ -140,6 +140,32 @@ fn test_idle_timeouts_by_class() {
     );
 }
 
+/// Every flow expires at the first packet time past its own timeout, whichever list it is
+/// in and whichever flow heads its list: the table skips the lists while no head can have
+/// expired, so a flow put at the head of an empty list with a shorter timeout, or becoming
+/// head when the head before it is touched, must still go at its exact nanosecond.
+#[test]
+fn test_each_flow_expires_at_its_own_nanosecond() {
+    let just_after = |secs| Timestamp(at(secs).0 + 1);
+    let mut ft = FlowTable::new(FlowConfig::default());
+    step(&mut ft, &udp(0, "10.0.1.5", 5000, "8.8.8.8", 53)); // UDP: expires after 300
+    step(&mut ft, &udp(100, "10.0.1.6", 5000, "8.8.8.8", 53)); // after 400
+    step(&mut ft, &tcp(150, "10.0.1.7", 1, "1.1.1.1", 80, SYN)); // TCP new: after 210
+    step(&mut ft, &udp(200, "10.0.1.5", 5000, "8.8.8.8", 53)); // first UDP: now after 500
+    for (t, left) in [
+        (at(210), 3),
+        (just_after(210), 2),
+        (at(400), 2),
+        (just_after(400), 1),
+        (at(500), 1),
+        (just_after(500), 0),
+    ] {
+        ft.advance(t);
+        assert_eq!(ft.len(), left, "at {t:?}");
+    }
+    assert_eq!(ft.stats().expired, 3);
+}
+
 #[test]
 fn test_established_tcp_lives_longer() {
     let mut ft = FlowTable::new(FlowConfig::default());
