@@ -322,7 +322,7 @@ impl Engine {
                 .nets
                 .sort_by_key(|(n, _)| std::cmp::Reverse(n.prefix()));
             Rule {
-                id: "policy".into(),
+                id: crate::rules::POLICY_RULE_ID.into(),
                 kind: RuleKind::Egress,
                 severity: p.severity,
                 message: "Flow not allowed by the policy".into(),
@@ -771,7 +771,10 @@ impl Engine {
             .map(|(r, c)| (r.id.clone(), c.clone()))
             .collect();
         if self.policy_rule.is_some() {
-            rules.push(("policy".into(), self.counts[self.rules.rules.len()].clone()));
+            rules.push((
+                crate::rules::POLICY_RULE_ID.into(),
+                self.counts[self.rules.rules.len()].clone(),
+            ));
         }
         EngineStats {
             packets: self.packets,

@@ -25,6 +25,8 @@ pub use schema::compile_files;
 pub const DEFAULT_RULES: &str = include_str!("../../rules/default.toml");
 /// The name the embedded rules are reported under.
 pub const DEFAULT_RULES_NAME: &str = "<embedded rules/default.toml>";
+/// The rule id of the `[policy]` section's alerts (so no `[[rule]]` may have it).
+pub const POLICY_RULE_ID: &str = "policy";
 
 /// A rule-file mistake, located.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

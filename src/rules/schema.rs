@@ -9,7 +9,7 @@ use toml::{Spanned, Value};
 
 use super::{
     AllowEntry, Limit, NetSet, Policy, PortSet, ProtoFilter, Rule, RuleError, RuleKind, RuleSet,
-    Severity, Track, Volume, VolumeTrack, ZoneRef,
+    Severity, Track, Volume, VolumeTrack, ZoneRef, POLICY_RULE_ID,
 };
 use crate::flow::FlowConfig;
 use crate::time::Duration;
@@ -218,6 +218,12 @@ pub fn compile_files(files: &[(String, String)]) -> Result<RuleSet, RuleError> {
         }
         for r in &raw.rule {
             let rule = compile_rule(src, r, &networks, &ports)?;
+            if rule.id == POLICY_RULE_ID {
+                return Err(src.err(
+                    r.id.span(),
+                    "rule id `policy` is reserved: the [policy] section's alerts carry it",
+                ));
+            }
             if let Some(prev) = ids.insert(rule.id.clone(), rule.origin.clone()) {
                 return Err(src.err(
                     r.id.span(),

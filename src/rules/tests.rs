@@ -144,6 +144,15 @@ fn test_duplicate_rule_id() {
     );
 }
 
+/// `policy` names the [policy] section's alerts; a rule of that id would share their
+/// counters and (before) their JSON piece.
+#[test]
+fn test_policy_is_a_reserved_rule_id() {
+    let e = err("\n[[rule]]\nid = \"policy\"\nkind = \"egress\"\n");
+    assert_eq!((e.line, e.column), (3, 6), "{e}");
+    assert!(e.message.contains("rule id `policy` is reserved"), "{e}");
+}
+
 #[test]
 fn test_duplicate_id_across_files() {
     let a = (
