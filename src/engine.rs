@@ -638,6 +638,10 @@ impl Engine {
     }
 
     fn handle_ended(&mut self) -> io::Result<()> {
+        // Most packets end no flow.
+        if !self.flows.has_ended() {
+            return Ok(());
+        }
         let mut ended = std::mem::take(&mut self.ended_buf);
         self.flows.take_ended(&mut ended);
         let r = self.account_ended(&ended);

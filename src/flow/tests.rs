@@ -115,6 +115,42 @@ fn test_new_syn_after_rst_or_fins_is_a_new_flow() {
     assert_eq!(ft.stats().reused, 2);
 }
 
+/// The key's `lo` is the smaller endpoint as `Endpoint` orders them (address, then port),
+/// across families, equal addresses and equal ports.
+#[test]
+fn test_key_orders_endpoints_as_endpoint_does() {
+    let addrs = [
+        "0.0.0.0",
+        "10.0.1.5",
+        "10.0.1.6",
+        "255.255.255.255",
+        "::",
+        "::a00:105",
+        "2001:db8::1",
+        "ffff::1",
+    ];
+    for a in addrs {
+        for b in addrs {
+            for (sp, dp) in [(1u16, 2u16), (2, 1), (7, 7), (0, 65535)] {
+                let p = tcp(0, a, sp, b, dp, SYN);
+                let (key, from_lo) = FlowKey::of(&p);
+                let (x, y) = (
+                    Endpoint {
+                        addr: ip(a),
+                        port: sp,
+                    },
+                    Endpoint {
+                        addr: ip(b),
+                        port: dp,
+                    },
+                );
+                assert_eq!(from_lo, x <= y, "{a}:{sp} {b}:{dp}");
+                assert_eq!((key.lo, key.hi), (x.min(y), x.max(y)), "{a}:{sp} {b}:{dp}");
+            }
+        }
+    }
+}
+
 #[test]
 fn test_idle_timeouts_by_class() {
     let mut ft = FlowTable::new(FlowConfig::default());
