@@ -2,7 +2,9 @@
 //! benchmark writes itself (deterministic), as ratios measured in the same run.
 //!
 //! `cargo bench --bench pipeline` (set `EXFW_BENCH_PACKETS` for a smaller mix, default 2M;
-//! `EXFW_BENCH_RUNS`, default 5). Prints, for each capture, the median wall time of the bare
+//! `EXFW_BENCH_RUNS`, default 5; `EXFW_BENCH_CAPTURES=FILE[:FILE...]` to measure those
+//! capture files instead of the generated ones, with `EXFW_BENCH_RULES=FILE` for rules other
+//! than the embedded defaults). Prints, for each capture, the median wall time of the bare
 //! loop and of `exfilwatch read` (JSON alerts to a file) and their ratio, the same for the
 //! best run of each, packets per second, alerts per second, and peak RSS.
 //!
@@ -217,6 +219,24 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(5);
     let d = dir();
+    if let Ok(list) = std::env::var("EXFW_BENCH_CAPTURES") {
+        // Captures of one's own: the same measures, nothing generated.
+        let rules = std::env::var("EXFW_BENCH_RULES").ok().map(PathBuf::from);
+        let rules_name = rules.as_ref().map_or("default rules".to_string(), |r| {
+            format!("rules {}", r.display())
+        });
+        println!("exfilwatch pipeline benchmark ({runs} runs, medians, whole-process wall time)");
+        for path in list.split(':').filter(|p| !p.is_empty()) {
+            let path = Path::new(path);
+            // The name also names the alert file in the bench directory: no separators.
+            let file = path
+                .file_name()
+                .map_or(String::new(), |f| f.to_string_lossy().into());
+            let name = format!("{file}, {rules_name}").replace('/', "_");
+            measure(&name, path, rules.as_deref(), runs);
+        }
+        return;
+    }
     let mix = d.join(format!("span-mix-{packets}.pcap"));
     if !mix.exists() {
         mixgen::span_mix(&mix, packets).unwrap();
