@@ -123,10 +123,14 @@ impl Bucket {
         b
     }
 
-    /// Appends the rules that may match a packet from `src` to `dest` (unsorted; a rule may
-    /// appear twice when several of its networks hold the address).
-    fn candidates(&self, src: IpAddr, dest: IpAddr, out: &mut Vec<usize>) {
-        out.extend_from_slice(&self.always);
+    /// Whether rules are found by network here (else all are in `always`).
+    fn indexed(&self) -> bool {
+        !self.by_src.levels.is_empty() || !self.by_dest.levels.is_empty()
+    }
+
+    /// Appends the rules found by the network of `src` or `dest` (unsorted; a rule may appear
+    /// twice when several of its networks hold the address). `always` is not included.
+    fn by_network(&self, src: IpAddr, dest: IpAddr, out: &mut Vec<usize>) {
         self.by_src.lookup(src, out);
         self.by_dest.lookup(dest, out);
     }
@@ -143,9 +147,11 @@ struct PortIndex {
     starts: Vec<u32>,
     /// Rules whose port set covers each segment.
     lists: Vec<Bucket>,
-    /// When no bucket indexes networks (small rule sets): each segment's candidates whole, its
-    /// rules and `any`'s, sorted, each once; a packet's are then one lookup, not a merge.
-    plain: Option<Vec<Vec<usize>>>,
+    /// Per segment, the candidates whatever the addresses: its bucket's `always` and `any`'s,
+    /// sorted, each once. Without networks indexed (small rule sets) they are all of them.
+    always: Vec<Vec<usize>>,
+    /// Whether `any` or a segment's bucket finds rules by network.
+    indexed: bool,
 }
 
 impl PortIndex {
@@ -181,22 +187,23 @@ impl PortIndex {
             }
         }
         idx.lists = lists.iter().map(|l| Bucket::build(rules, l)).collect();
-        let indexed = |b: &Bucket| !b.by_src.levels.is_empty() || !b.by_dest.levels.is_empty();
-        if !indexed(&idx.any) && !idx.lists.iter().any(indexed) {
-            let merged = idx.lists.iter().map(|b| {
+        idx.always = idx
+            .lists
+            .iter()
+            .map(|b| {
                 let mut v = [idx.any.always.as_slice(), &b.always].concat();
                 v.sort_unstable();
                 v.dedup();
                 v
-            });
-            idx.plain = Some(merged.collect());
-        }
+            })
+            .collect();
+        idx.indexed = idx.any.indexed() || idx.lists.iter().any(Bucket::indexed);
         idx
     }
 
     /// The rules that may match a packet from `src` to `dest` on destination port `port`
-    /// (`None`: a portless protocol), sorted, each once: the index's own list when it has one,
-    /// else gathered in `out`.
+    /// (`None`: a portless protocol), sorted, each once: the segment's `always` list when no
+    /// network is indexed, else that and the network lookups gathered in `out`.
     fn candidates<'a>(
         &'a self,
         src: IpAddr,
@@ -210,16 +217,19 @@ impl PortIndex {
                 .partition_point(|&s| s <= u32::from(p))
                 .wrapping_sub(1)
         });
-        if let Some(plain) = &self.plain {
-            return match seg {
-                Some(i) => plain.get(i).map_or(&[], Vec::as_slice),
-                None => &self.any.always,
-            };
+        // `any.always` is in rule order already (sorted, each once).
+        let always = match seg {
+            Some(i) => self.always.get(i).map_or(&[][..], Vec::as_slice),
+            None => &self.any.always,
+        };
+        if !self.indexed {
+            return always;
         }
         out.clear();
-        self.any.candidates(src, dest, out);
+        out.extend_from_slice(always);
+        self.any.by_network(src, dest, out);
         if let Some(b) = seg.and_then(|i| self.lists.get(i)) {
-            b.candidates(src, dest, out);
+            b.by_network(src, dest, out);
         }
         if out.len() > 1 {
             out.sort_unstable();
