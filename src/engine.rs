@@ -204,8 +204,11 @@ impl WatchRules {
     }
 }
 
+/// by_src windows by (rule, inside host).
+type SrcWindowMap = HashMap<(usize, IpAddr), SrcWindow>;
+
 /// The by_src windows of one engine, or of several that share them.
-type SrcWindows = Arc<Mutex<HashMap<(usize, IpAddr), SrcWindow>>>;
+type SrcWindows = Arc<Mutex<SrcWindowMap>>;
 
 /// A by_src sliding window: packets' bytes in time order, merged within a quantum.
 #[derive(Debug, Default)]
@@ -862,23 +865,7 @@ fn add_watch_entries(
         let Ok(rule) = u32::try_from(i) else {
             continue;
         };
-        let b = match *block {
-            Some(b) => b,
-            None => {
-                let b = match free_watches.pop() {
-                    Some(b) => {
-                        watches[b as usize * stride..][..stride].fill(WatchEntry::NONE);
-                        b
-                    }
-                    None => {
-                        watches.resize(watches.len() + stride, WatchEntry::NONE);
-                        (watches.len() / stride - 1) as u32
-                    }
-                };
-                *block = Some(b);
-                b
-            }
-        };
+        let b = *block.get_or_insert_with(|| new_watch_block(stride, watches, free_watches));
         let slots = &mut watches[b as usize * stride..][..stride];
         // A block has a slot for every watch rule, so one is free.
         let slot = slots.iter_mut().find(|e| e.rule == u32::MAX);
@@ -893,10 +880,28 @@ fn add_watch_entries(
     }
 }
 
+/// An empty block of `stride` watch entries: one a flow gave back, or a new one at the end.
+fn new_watch_block(
+    stride: usize,
+    watches: &mut Vec<WatchEntry>,
+    free_watches: &mut Vec<u32>,
+) -> u32 {
+    match free_watches.pop() {
+        Some(b) => {
+            watches[b as usize * stride..][..stride].fill(WatchEntry::NONE);
+            b
+        }
+        None => {
+            watches.resize(watches.len() + stride, WatchEntry::NONE);
+            (watches.len() / stride - 1) as u32
+        }
+    }
+}
+
 fn check_watches(
     rules: &RuleSet,
     entries: &mut [WatchEntry],
-    windows: &Mutex<HashMap<(usize, IpAddr), SrcWindow>>,
+    windows: &Mutex<SrcWindowMap>,
     matches: &mut Vec<(Match, Extra)>,
     p: &PacketSummary,
     flow: &Flow,
