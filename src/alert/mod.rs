@@ -162,12 +162,12 @@ pub struct AlertWriter {
 pub struct Fragments {
     ctx: Option<Arc<Context>>,
     /// Per rule index of `ctx`: `","event_type":"alert","rule":ID,"severity":"S","message":MSG`.
-    rules: Vec<Option<Box<[u8]>>>,
+    rules: Vec<Box<[u8]>>,
     /// The bound file and its `,"pcap_filename":NAME,"pcap_cnt":`.
     file: Option<(Arc<str>, Box<[u8]>)>,
-    /// The last second written and its `YYYY-MM-DDTHH:MM:SS.` (alerts come in time order).
-    second: Option<(i64, [u8; 20])>,
-    /// The last time written in full (an alert's flow often started at the alert's packet).
+    /// The last time written and its text (alerts come in time order, and an alert's flow
+    /// often started at its packet): the same time is copied whole, the same second's
+    /// `YYYY-MM-DDTHH:MM:SS.` taken from it.
     last: Option<(Timestamp, [u8; 27])>,
 }
 
@@ -196,9 +196,12 @@ impl Fragments {
     /// Keeps pieces for alerts viewed in `ctx` and read from `file` from now on.
     pub fn bind(&mut self, ctx: &Arc<Context>, file: &Arc<str>) -> io::Result<()> {
         if !self.ctx.as_ref().is_some_and(|c| Arc::ptr_eq(c, ctx)) {
+            self.rules = ctx
+                .rules
+                .iter()
+                .map(rule_piece)
+                .collect::<io::Result<_>>()?;
             self.ctx = Some(Arc::clone(ctx));
-            self.rules.clear();
-            self.rules.resize(ctx.rules.len(), None);
         }
         if !self
             .file
@@ -214,30 +217,26 @@ impl Fragments {
     fn rule(&mut self, w: &mut Vec<u8>, a: &Alert<'_>) -> io::Result<()> {
         let i = a.record.rule as usize;
         let bound = self.ctx.as_ref().and_then(|c| c.rules.get(i));
-        if bound.is_some_and(|r| std::ptr::eq(r, a.rule)) {
-            if let Some(slot) = self.rules.get_mut(i) {
-                if slot.is_none() {
-                    *slot = Some(rule_piece(a.rule)?);
-                }
-                w.extend_from_slice(slot.as_deref().unwrap_or_default());
-                return Ok(());
+        match self.rules.get(i) {
+            Some(piece) if bound.is_some_and(|r| std::ptr::eq(r, a.rule)) => {
+                w.extend_from_slice(piece)
             }
+            _ => w.extend_from_slice(&rule_piece(a.rule)?),
         }
-        w.extend_from_slice(&rule_piece(a.rule)?);
         Ok(())
     }
 
     /// Writes `t` as RFC 3339 with microseconds, the date and time of day from the cache.
     fn ts(&mut self, w: &mut Vec<u8>, t: Timestamp) {
-        if let Some((last, text)) = &self.last {
-            if *last == t {
-                w.extend_from_slice(text);
+        let mut text = [0u8; 27];
+        match &self.last {
+            Some((last, cached)) if *last == t => {
+                w.extend_from_slice(cached);
                 return;
             }
-        }
-        let secs = t.secs();
-        let head = match self.second {
-            Some((s, head)) if s == secs => head,
+            Some((last, cached)) if last.secs() == t.secs() => {
+                text[..20].copy_from_slice(&cached[..20]);
+            }
             _ => {
                 let mut buf = [0u8; 40];
                 let n = t.write_rfc3339(&mut buf);
@@ -246,17 +245,12 @@ impl Fragments {
                     w.extend_from_slice(&buf[..n]);
                     return;
                 }
-                let mut head = [0u8; 20];
-                head.copy_from_slice(&buf[..20]);
-                self.second = Some((secs, head));
-                head
+                text[..20].copy_from_slice(&buf[..20]);
             }
-        };
+        }
         // Microseconds (below 10^6) as three pairs of digits.
         let micros = (t.subsec_nanos() / 1000) as usize;
         let pair = |n: usize| DIGIT_PAIRS[n % 100];
-        let mut text = [0u8; 27];
-        text[..20].copy_from_slice(&head);
         text[20..22].copy_from_slice(&pair(micros / 10_000));
         text[22..24].copy_from_slice(&pair(micros / 100));
         text[24..26].copy_from_slice(&pair(micros));
