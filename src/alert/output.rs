@@ -14,7 +14,6 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -70,8 +69,6 @@ struct WriterThread {
     recycled: Receiver<Vec<u8>>,
     recycled_recs: Receiver<Vec<Record>>,
     error: Arc<Mutex<Failure>>,
-    /// Set once `error` holds an error: the engine's check before each alert reads only this.
-    failed: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -86,8 +83,6 @@ impl WriterThread {
         let (recycle_recs_tx, recycled_recs) = bounded::<Vec<Record>>(WAITING + 1);
         let error = Arc::new(Mutex::new(None));
         let err = Arc::clone(&error);
-        let failed = Arc::new(AtomicBool::new(false));
-        let set_failed = Arc::clone(&failed);
         let thread = std::thread::Builder::new()
             .name("exfilwatch-writer".into())
             .spawn(move || {
@@ -107,7 +102,6 @@ impl WriterThread {
                             if let Ok(mut slot) = err.lock() {
                                 slot.get_or_insert((e.kind(), e.to_string()));
                             }
-                            set_failed.store(true, Ordering::Release);
                         }
                     }
                     failure()
@@ -170,15 +164,11 @@ impl WriterThread {
             recycled,
             recycled_recs,
             error,
-            failed,
             thread: Some(thread),
         })
     }
 
     fn error(&self) -> Option<io::Error> {
-        if !self.failed.load(Ordering::Acquire) {
-            return None;
-        }
         self.error.lock().ok()?.as_ref().map(as_io)
     }
 
