@@ -19,7 +19,7 @@
 //! result matches the spec's published baseline vectors and Wireshark's
 //! `communityid` dissector. The input (at most 40 bytes) is written straight into SHA-1's one
 //! padded 64-byte block, which is compressed once; the returned 30-byte `String` is the only
-//! allocation ([`community_id_v1_fixed`] has none).
+//! allocation ([`write_v1`] writes the same text into a caller's buffer).
 
 use std::net::IpAddr;
 
@@ -54,51 +54,10 @@ pub fn community_id_v1(
     proto: u8,
     ports: Option<(u16, u16)>,
 ) -> String {
-    community_id_v1_fixed(seed, src, dst, proto, ports)
-        .as_str()
-        .to_string()
-}
-
-/// A Community ID v1 string held inline (no allocation): `1:` and 28 base64 characters.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct CommunityId([u8; ID_LEN]);
-
-impl CommunityId {
-    /// The ASCII bytes of [`CommunityId::as_str`] (no UTF-8 check: the JSON writer's form).
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.0
-    }
-
-    pub fn as_str(&self) -> &str {
-        // Only ASCII is ever written into it.
-        std::str::from_utf8(&self.0).unwrap_or_default()
-    }
-}
-
-impl std::fmt::Debug for CommunityId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::fmt::Display for CommunityId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// [`community_id_v1`] without the allocation.
-#[must_use]
-pub fn community_id_v1_fixed(
-    seed: u16,
-    src: IpAddr,
-    dst: IpAddr,
-    proto: u8,
-    ports: Option<(u16, u16)>,
-) -> CommunityId {
     let mut id = [0u8; ID_LEN];
     write_v1(&mut id, seed, src, dst, proto, ports);
-    CommunityId(id)
+    // Only ASCII is ever written into it.
+    String::from_utf8_lossy(&id).into_owned()
 }
 
 /// Writes [`community_id_v1`]'s text into the first [`ID_LEN`] bytes of `out` (nothing if
@@ -997,13 +956,15 @@ mod tests {
         assert!(id.starts_with("1:"));
         assert_eq!(id.len(), ID_LEN);
         assert!(id.ends_with('='));
-        let fixed = community_id_v1_fixed(
+        let mut fixed = [0u8; ID_LEN];
+        write_v1(
+            &mut fixed,
             0,
             "1.2.3.4".parse().unwrap(),
             "5.6.7.8".parse().unwrap(),
             6,
             Some((1122, 3344)),
         );
-        assert_eq!(fixed.as_str(), id);
+        assert_eq!(fixed, id.as_bytes());
     }
 }

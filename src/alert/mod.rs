@@ -95,15 +95,6 @@ impl Record {
     }
 }
 
-impl Alert<'_> {
-    /// The flow's Community ID (v1, seed 0), oriented from the alert's source. Worked out
-    /// when a format writes it (JSON does, text does not).
-    pub fn community_id(&self) -> crate::community_id::CommunityId {
-        let r = self.record;
-        crate::community_id::community_id_v1_fixed(0, r.src, r.dest, r.proto, r.hash_ports)
-    }
-}
-
 /// A flow's counters as alerts and flow records report them (IP-layer bytes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct FlowCounters {
@@ -497,6 +488,8 @@ pub fn json_line_with(w: &mut Vec<u8>, a: &Alert<'_>, frags: &mut Fragments) -> 
         }
         w.push(b']');
     }
+    // The flow's Community ID (v1, seed 0), oriented from the alert's source; only JSON
+    // carries it.
     w.extend_from_slice(b",\"community_id\":\"");
     let len = w.len();
     w.resize(len + crate::community_id::ID_LEN, 0);
