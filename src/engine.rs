@@ -1080,19 +1080,7 @@ mod tests {
     use crate::decode::Vlans;
     use crate::rules::compile_files;
 
-    /// An output in memory that the test keeps a handle on.
-    #[derive(Clone, Default)]
-    struct Buf(Arc<Mutex<Vec<u8>>>);
-
-    impl io::Write for Buf {
-        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::alert::MemorySink;
 
     fn datagram(ms: i64, src: &str, dst: &str, ip_len: u32) -> PacketSummary {
         PacketSummary {
@@ -1128,11 +1116,11 @@ mod tests {
             .into(),
         )])
         .unwrap();
-        let engine = |buf: &Buf| {
+        let engine = |buf: &MemorySink| {
             let out = Output::writer(Box::new(buf.clone()));
             Engine::new(rules.clone(), AlertWriter::new(Format::Text, out))
         };
-        let (a_out, b_out) = (Buf::default(), Buf::default());
+        let (a_out, b_out) = (MemorySink::default(), MemorySink::default());
         let (mut a, mut b) = (engine(&a_out), engine(&b_out));
         b.share_with(&a, 1);
         a.process(&datagram(0, "10.0.1.5", "8.8.8.8", 1001), "t.pcap")
@@ -1141,7 +1129,7 @@ mod tests {
             .unwrap();
         a.finish().unwrap();
         b.finish().unwrap();
-        let lines = |b: &Buf| String::from_utf8(b.0.lock().unwrap().clone()).unwrap();
+        let lines = |b: &MemorySink| String::from_utf8(b.0.lock().unwrap().clone()).unwrap();
         assert_eq!(lines(&a_out).lines().count(), 1, "{}", lines(&a_out));
         assert!(lines(&a_out).contains("10.0.1.5"), "{}", lines(&a_out));
         assert_eq!(lines(&b_out).lines().count(), 1, "{}", lines(&b_out));

@@ -13,6 +13,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 pub use limit::{Limiter, Verdict, SWEEP_EVERY as LIMITER_SWEEP_EVERY};
+#[cfg(test)]
+pub(crate) use output::MemorySink;
 pub use output::Output;
 
 use crate::decode::{proto, Vlans};

@@ -515,6 +515,22 @@ fn cut_torn_line(f: &File) -> io::Result<u64> {
     Ok(len - keep)
 }
 
+/// A writer whose bytes a test reads back (this module's tests and the engine's).
+#[cfg(test)]
+#[derive(Clone, Default)]
+pub(crate) struct MemorySink(pub(crate) Arc<Mutex<Vec<u8>>>);
+
+#[cfg(test)]
+impl Write for MemorySink {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -544,18 +560,7 @@ mod tests {
         assert_eq!(after_open("empty", b""), b"");
     }
 
-    /// A writer whose bytes the test can read back.
-    #[derive(Clone, Default)]
-    struct Shared(Arc<Mutex<Vec<u8>>>);
-    impl Write for Shared {
-        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
+    use super::MemorySink;
 
     #[test]
     fn test_lines_arrive_whole_and_in_order_through_both_spools() {
@@ -564,7 +569,7 @@ mod tests {
             .collect();
         let want: Vec<u8> = lines.concat();
         // Direct (Output::writer) and threaded (a file).
-        let sink = Shared::default();
+        let sink = MemorySink::default();
         let mut direct = Output::writer(Box::new(sink.clone()));
         let path = std::env::temp_dir().join(format!("exfw-spool-{}", std::process::id()));
         let _ = std::fs::remove_file(&path);
@@ -628,7 +633,7 @@ mod tests {
         };
         let path = std::env::temp_dir().join(format!("exfw-records-{}", std::process::id()));
         for format in [Format::Json, Format::Text] {
-            let sink = Shared::default();
+            let sink = MemorySink::default();
             let mut direct = AlertWriter::new(format, Output::writer(Box::new(sink.clone())));
             let _ = std::fs::remove_file(&path);
             let threaded_out = Output::append(&path).unwrap();
