@@ -878,6 +878,29 @@ fn wait_processed(path: &Path, n: u64, limit: Duration) {
     }
 }
 
+/// The files of a sharing test in `dir`: `rules` as `rules.toml`, and the packets
+/// `capture(path, first, n)` writes as three captures: the first `split`, the rest up to
+/// `total`, and all `total` at once (for the offline run the live runs must equal).
+fn sharing_files(
+    dir: &Path,
+    rules: &str,
+    capture: impl Fn(&Path, u32, u32),
+    split: u32,
+    total: u32,
+) -> (PathBuf, [PathBuf; 3]) {
+    let path = dir.join("rules.toml");
+    fs::write(&path, rules).unwrap();
+    let pcaps = [
+        dir.join("first.pcap"),
+        dir.join("rest.pcap"),
+        dir.join("whole.pcap"),
+    ];
+    capture(&pcaps[0], 0, split);
+    capture(&pcaps[1], split, total - split);
+    capture(&pcaps[2], 0, total);
+    (path, pcaps)
+}
+
 /// A live run for the sharing tests: `exfilwatch live` with `workers` workers and `rules` on a
 /// fresh namespace (IPv4 only, stats every 100 ms into `out`); `traffic` injects and waits;
 /// returns the final stats record's `stats` object, after checking a clean exit and, with
@@ -930,25 +953,18 @@ fn fanout_workers_share_by_src_volume_windows() {
         return;
     }
     let dir = tempdir("by-src");
-    let rules = dir.join("by_src.toml");
-    fs::write(
-        &rules,
+    let (rules, [before, crossing, whole]) = sharing_files(
+        &dir,
         concat!(
             "[networks]\ninternal = [\"10.0.0.0/8\"]\nai = [\"10.0.1.0/24\"]\n\n",
             "[[rule]]\nid = \"ai-window\"\nkind = \"egress-volume\"\nsrc = \"ai\"\n",
             "dest_not = \"internal\"\nbytes = 3000\ntrack = \"by_src\"\nwindow = \"1h\"\n",
             "severity = \"medium\"\nmessage = \"AI host sent more than 3000 bytes outside\"\n",
         ),
-    )
-    .unwrap();
-    let (before, crossing, whole) = (
-        dir.join("before.pcap"),
-        dir.join("crossing.pcap"),
-        dir.join("whole.pcap"),
+        |path, first, n| datagrams_pcap(path, first, n, 76),
+        39,
+        40,
     );
-    datagrams_pcap(&before, 0, 39, 76);
-    datagrams_pcap(&crossing, 39, 1, 76);
-    datagrams_pcap(&whole, 0, 40, 76);
     let want = offline_alerts_with(Some(&rules), &whole);
     assert_eq!(want.len(), 1, "one alert offline: {want:?}");
     assert_eq!(
@@ -999,25 +1015,18 @@ fn fanout_workers_share_rate_limits() {
         return;
     }
     let dir = tempdir("limits");
-    let rules = dir.join("limit.toml");
-    fs::write(
-        &rules,
+    let (rules, [first, rest, whole]) = sharing_files(
+        &dir,
         concat!(
             "[networks]\nai = [\"10.0.1.0/24\"]\n\n",
             "[[rule]]\nid = \"ai-syn-limited\"\nkind = \"new-connection\"\ndest = \"ai\"\n",
             "dest_port = 11434\nseverity = \"medium\"\nmessage = \"SYN to Ollama\"\n",
             "limit = { count = 2, per = \"1m\", track = \"by_src\" }\n",
         ),
-    )
-    .unwrap();
-    let (first, rest, whole) = (
-        dir.join("first.pcap"),
-        dir.join("rest.pcap"),
-        dir.join("whole.pcap"),
+        syns_from_one_host_pcap,
+        2,
+        30,
     );
-    syns_from_one_host_pcap(&first, 0, 2);
-    syns_from_one_host_pcap(&rest, 2, 28);
-    syns_from_one_host_pcap(&whole, 0, 30);
     let want = offline_alerts_with(Some(&rules), &whole);
     assert_eq!(want.len(), 2, "two alerts offline: {want:?}");
     for workers in ["1", "2", "4"] {
