@@ -453,29 +453,29 @@ impl Engine {
         const STEP: usize = 4;
         const RING: usize = 16;
         const _: () = assert!(RING > 3 * STEP);
-        let mut ahead: [Option<Lookahead>; RING] = [None; RING];
+        let mut ahead = [Lookahead::EMPTY; RING];
         let mut slots = [None; RING];
         let n = batch.len();
         for i in 0..n + 3 * STEP {
             if let Some(p) = batch.get(i) {
-                ahead[i % RING] = self.flows.lookahead(p);
+                self.flows.lookahead(p, &mut ahead[i % RING]);
             }
             if let Some(j) = i.checked_sub(STEP).filter(|&j| j < n) {
-                slots[j % RING] = self.flows.lookahead_flow(ahead[j % RING].as_ref());
+                slots[j % RING] = self.flows.lookahead_flow(&ahead[j % RING]);
             }
             if let Some(j) = i.checked_sub(2 * STEP).filter(|&j| j < n) {
                 self.flows.lookahead_links(slots[j % RING]);
             }
             if let Some(j) = i.checked_sub(3 * STEP) {
                 if let Some(p) = batch.get(j) {
-                    self.process_hashed(p, ahead[j % RING])?;
+                    self.process_hashed(p, Some(&ahead[j % RING]))?;
                 }
             }
         }
         Ok(())
     }
 
-    fn process_hashed(&mut self, p: &PacketSummary, ahead: Option<Lookahead>) -> io::Result<()> {
+    fn process_hashed(&mut self, p: &PacketSummary, ahead: Option<&Lookahead>) -> io::Result<()> {
         self.packets += 1;
         self.flows.advance(p.ts);
         self.sweep_limits();
@@ -601,7 +601,7 @@ impl Engine {
             // from the alert's source (the packet's own type/code only go in icmp_type/code).
             let hash_ports = match (m.src_port, m.dest_port) {
                 (Some(s), Some(d)) => Some((s, d)),
-                _ if matches!(flow.key.proto, proto::ICMP | proto::ICMPV6) => {
+                _ if matches!(flow.key.proto(), proto::ICMP | proto::ICMPV6) => {
                     let (a, b) = if flow.initiator().addr == m.src {
                         (flow.initiator(), flow.responder())
                     } else {
@@ -614,7 +614,7 @@ impl Engine {
             let record = Record {
                 ts: p.ts,
                 rule: m.rule as u32,
-                proto: flow.key.proto,
+                proto: flow.key.proto(),
                 src: m.src,
                 src_port: m.src_port,
                 dest: m.dest,
@@ -818,8 +818,8 @@ fn check_policy(
         counts.unwatched += 1;
         return;
     }
-    let dport = has_ports(flow.key.proto).then_some(resp.port);
-    if policy.allows(from, to, flow.key.proto, dport) {
+    let dport = has_ports(flow.key.proto()).then_some(resp.port);
+    if policy.allows(from, to, flow.key.proto(), dport) {
         counts.allowed += 1;
     } else {
         counts.denied += 1;
@@ -849,11 +849,11 @@ fn add_watch_entries(
     block: &mut Option<u32>,
 ) {
     let (ini, resp) = (flow.initiator(), flow.responder());
-    let ports = has_ports(flow.key.proto);
+    let ports = has_ports(flow.key.proto());
     for &i in ids {
         let r = &rules.rules[i];
         let side = |a: crate::flow::Endpoint, b: crate::flow::Endpoint| {
-            r.matches_tuple(flow.key.proto, a.addr, b.addr, ports.then_some(b.port))
+            r.matches_tuple(flow.key.proto(), a.addr, b.addr, ports.then_some(b.port))
         };
         let inside_is_initiator = if side(ini, resp) {
             true
@@ -922,7 +922,7 @@ fn check_watches(
         } else {
             (flow.responder(), flow.initiator())
         };
-        let ports = has_ports(flow.key.proto);
+        let ports = has_ports(flow.key.proto());
         let m = Match {
             rule,
             src: inside.addr,
@@ -1017,7 +1017,7 @@ fn account_talk(t: &mut Talkers, inside: &NetSet, f: &Flow) {
 fn flow_record(w: &mut Vec<u8>, f: &Flow, reason: &str, iface: Option<&str>) -> io::Result<()> {
     use std::io::Write;
     let (ini, resp) = (f.initiator(), f.responder());
-    let p = f.key.proto;
+    let p = f.key.proto();
     write!(
         w,
         "{{\"timestamp\":\"{}\",\"event_type\":\"flow\"",

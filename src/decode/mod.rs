@@ -70,6 +70,16 @@ impl Vlans {
         self.len == 0
     }
 
+    /// The ids and their number in one word (for hashing): equal exactly when the
+    /// `Vlans` are.
+    pub fn packed(&self) -> u64 {
+        const _: () = assert!(link::MAX_VLAN_TAGS == 3);
+        u64::from(self.ids[0])
+            | u64::from(self.ids[1]) << 16
+            | u64::from(self.ids[2]) << 32
+            | u64::from(self.len) << 48
+    }
+
     fn push(&mut self, id: u16) {
         if let Some(slot) = self.ids.get_mut(usize::from(self.len)) {
             *slot = id;

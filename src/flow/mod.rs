@@ -16,7 +16,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 mod index;
 use index::{prefetch, prefetch_lines, Index};
@@ -32,18 +32,68 @@ pub struct Endpoint {
     pub port: u16,
 }
 
-/// A direction-normalised flow key: `lo <= hi`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// A direction-normalised flow key: `lo <= hi` (as [`Endpoint`]s order: address, then port).
+///
+/// Each address is kept as a number in two 8-byte words (an IPv4 address in the low word)
+/// with its family beside it, so a key is built, compared and hashed a word at a time. Kept
+/// as two [`IpAddr`]s (17-byte enums), building, comparing and hashing keys took a fifth of
+/// the engine's time on small packets, much of it the CPU reloading bytes it had just stored
+/// piecewise. [`FlowKey::lo`] and [`FlowKey::hi`] give the endpoints back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FlowKey {
+    lo_addr: [u64; 2],
+    hi_addr: [u64; 2],
+    /// `lo`'s port, `hi`'s port (16 bits each), the protocol (8), and the families (bit 40
+    /// for `lo`, 41 for `hi`, set for IPv6; both sides of a packet have one family, but a key
+    /// is total over any summary). One word, stored and read whole.
+    meta: u64,
     pub vlans: Vlans,
-    pub proto: u8,
-    pub lo: Endpoint,
-    pub hi: Endpoint,
+}
+
+/// An address as the key keeps it: its family (IPv6: true), then its number (high word,
+/// low word), which orders exactly as `IpAddr` does.
+#[inline(always)]
+fn addr_key(a: &IpAddr) -> (bool, [u64; 2]) {
+    match a {
+        IpAddr::V4(v) => (false, [0, u64::from(u32::from(*v))]),
+        IpAddr::V6(v) => {
+            let n = u128::from(*v);
+            (true, [(n >> 64) as u64, n as u64])
+        }
+    }
+}
+
+/// The address `addr_key` made.
+fn addr_of(v6: bool, w: [u64; 2]) -> IpAddr {
+    if v6 {
+        IpAddr::V6(Ipv6Addr::from((u128::from(w[0]) << 64) | u128::from(w[1])))
+    } else {
+        IpAddr::V4(Ipv4Addr::from(w[1] as u32))
+    }
 }
 
 impl FlowKey {
+    /// An all-zero key (0.0.0.0 port 0 on both sides, protocol 0, untagged).
+    const ZERO: FlowKey = FlowKey {
+        lo_addr: [0; 2],
+        hi_addr: [0; 2],
+        meta: 0,
+        vlans: Vlans::NONE,
+    };
+
     /// The key of a packet, and whether its sender is `lo`.
     pub fn of(p: &PacketSummary) -> (FlowKey, bool) {
+        let mut key = FlowKey::ZERO;
+        let from_lo = key.set(p);
+        (key, from_lo)
+    }
+
+    /// Makes this the key of `p`, field by field where it lies, and returns whether `p`'s
+    /// sender is `lo`. (Built elsewhere and copied, the key is read back in wide pieces
+    /// just after being stored in narrow ones, which the CPU cannot forward: it waits for
+    /// the stores to land, once per packet.)
+    #[inline(always)]
+    fn set(&mut self, p: &PacketSummary) -> bool {
         let (sp, dp) = match p.transport {
             Transport::Ports { src, dst } => (src, dst),
             Transport::Icmp { icmp_type, code } => {
@@ -56,30 +106,61 @@ impl FlowKey {
             }
             Transport::None => (0, 0),
         };
-        // Compared as numbers and each endpoint built once, in the key itself: building two
-        // endpoints on the stack, comparing and moving them made the CPU reload bytes it had
-        // just stored piecewise (store forwarding fails), a tenth of the engine on small
-        // packets. `Endpoint` orders by address (IPv4 before IPv6, each by its bytes, that is
-        // by its number), then port: as this tuple does.
-        let order = |a: &IpAddr| match a {
-            IpAddr::V4(v) => (false, u128::from(u32::from(*v))),
-            IpAddr::V6(v) => (true, u128::from(*v)),
-        };
-        let from_lo = (order(&p.src), sp) <= (order(&p.dst), dp);
-        let ((la, lp), (ha, hp)) = if from_lo {
-            ((p.src, sp), (p.dst, dp))
+        let (s6, sa) = addr_key(&p.src);
+        let (d6, da) = addr_key(&p.dst);
+        let from_lo = (s6, sa, sp) <= (d6, da, dp);
+        let ((l6, la, lp), (h6, ha, hp)) = if from_lo {
+            ((s6, sa, sp), (d6, da, dp))
         } else {
-            ((p.dst, dp), (p.src, sp))
+            ((d6, da, dp), (s6, sa, sp))
         };
-        (
-            FlowKey {
-                vlans: p.vlans,
-                proto: p.proto,
-                lo: Endpoint { addr: la, port: lp },
-                hi: Endpoint { addr: ha, port: hp },
-            },
-            from_lo,
-        )
+        self.lo_addr = la;
+        self.hi_addr = ha;
+        self.meta = u64::from(lp)
+            | u64::from(hp) << 16
+            | u64::from(p.proto) << 32
+            | u64::from(l6) << 40
+            | u64::from(h6) << 41;
+        self.vlans = p.vlans;
+        from_lo
+    }
+
+    /// The IP protocol number.
+    pub fn proto(&self) -> u8 {
+        (self.meta >> 32) as u8
+    }
+
+    /// The lower endpoint.
+    pub fn lo(&self) -> Endpoint {
+        Endpoint {
+            addr: addr_of(self.meta & 1 << 40 != 0, self.lo_addr),
+            port: self.meta as u16,
+        }
+    }
+
+    /// The higher endpoint.
+    pub fn hi(&self) -> Endpoint {
+        Endpoint {
+            addr: addr_of(self.meta & 1 << 41 != 0, self.hi_addr),
+            port: (self.meta >> 16) as u16,
+        }
+    }
+
+    /// Whether `a` is the lower endpoint's address.
+    fn lo_is(&self, a: &IpAddr) -> bool {
+        addr_key(a) == (self.meta & 1 << 40 != 0, self.lo_addr)
+    }
+}
+
+impl std::hash::Hash for FlowKey {
+    /// Six words: the four address words, ports, protocol and families, the VLANs.
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        h.write_u64(self.lo_addr[0]);
+        h.write_u64(self.lo_addr[1]);
+        h.write_u64(self.hi_addr[0]);
+        h.write_u64(self.hi_addr[1]);
+        h.write_u64(self.meta);
+        h.write_u64(self.vlans.packed());
     }
 }
 
@@ -177,18 +258,18 @@ impl Flow {
     /// The initiator's endpoint.
     pub fn initiator(&self) -> Endpoint {
         if self.initiator_is_lo {
-            self.key.lo
+            self.key.lo()
         } else {
-            self.key.hi
+            self.key.hi()
         }
     }
 
     /// The responder's endpoint.
     pub fn responder(&self) -> Endpoint {
         if self.initiator_is_lo {
-            self.key.hi
+            self.key.hi()
         } else {
-            self.key.lo
+            self.key.lo()
         }
     }
 }
@@ -453,26 +534,30 @@ impl FlowTable {
         }
     }
 
-    /// Look-ahead for a packet a few packets before it is tracked, first step: its key's hash
-    /// (`None` for a later fragment, whose key comes from its first fragment), after asking
-    /// the CPU to load the index bucket the lookup will start at. Pass the hash on to
-    /// [`FlowTable::lookahead_flow`] and to [`FlowTable::track_hashed`]. Look-ahead changes
-    /// nothing in the table: it only warms the cache.
-    pub fn lookahead(&self, p: &PacketSummary) -> Option<Lookahead> {
-        if p.fragment.is_some_and(|f| f.offset != 0) {
-            return None;
+    /// Look-ahead for a packet a few packets before it is tracked, first step: its key and
+    /// the key's hash, written into `ahead` (which stays unkeyed for a later fragment, whose
+    /// key comes from its first fragment), after asking the CPU to load the index bucket the
+    /// lookup will start at. Pass `ahead` on to [`FlowTable::lookahead_flow`] and to
+    /// [`FlowTable::track_hashed`]. Look-ahead changes nothing in the table: it only warms
+    /// the cache.
+    #[inline(always)]
+    pub fn lookahead(&self, p: &PacketSummary, ahead: &mut Lookahead) {
+        ahead.keyed = p.fragment.is_none_or(|f| f.offset == 0);
+        if ahead.keyed {
+            ahead.from_lo = ahead.key.set(p);
+            ahead.hash = self.hash(&ahead.key);
+            self.map.prefetch(ahead.hash);
         }
-        let (key, from_lo) = FlowKey::of(p);
-        let hash = self.hash(&key);
-        self.map.prefetch(hash);
-        Some(Lookahead { key, from_lo, hash })
     }
 
     /// Look-ahead, second step (once the bucket is likely loaded): the slot the lookup will
     /// most likely find, after asking the CPU to load its flow and list node. A guess: the
     /// flow may be gone or another by the time the packet is tracked.
-    pub fn lookahead_flow(&self, ahead: Option<&Lookahead>) -> Option<u32> {
-        let slot = self.map.hint(ahead?.hash)?;
+    pub fn lookahead_flow(&self, ahead: &Lookahead) -> Option<u32> {
+        if !ahead.keyed {
+            return None;
+        }
+        let slot = self.map.hint(ahead.hash)?;
         let f = self.slab.get(slot as usize)?;
         prefetch_lines(f);
         prefetch(self.nodes.get(slot as usize)?);
@@ -500,26 +585,35 @@ impl FlowTable {
 
     /// [`FlowTable::track`] with the key and hash from [`FlowTable::lookahead`] (`None`:
     /// worked out here).
-    pub fn track_hashed(&mut self, p: &PacketSummary, ahead: Option<Lookahead>) -> Option<Tracked> {
+    pub fn track_hashed(
+        &mut self,
+        p: &PacketSummary,
+        ahead: Option<&Lookahead>,
+    ) -> Option<Tracked> {
         let later_fragment = p.fragment.filter(|f| f.offset != 0);
+        let own;
         let (key, from_lo, hash) = match (later_fragment, ahead) {
             (Some(f), _) => match self.frags.get(&FragKey::of(p, f.id)) {
-                Some(&(key, _)) => (key, key.lo.addr == p.src, self.hash(&key)),
+                Some(&(k, _)) => {
+                    own = k;
+                    (&own, own.lo_is(&p.src), self.hash(&own))
+                }
                 None => {
                     self.stats.orphan_fragments += 1;
                     return None;
                 }
             },
-            (None, Some(a)) => (a.key, a.from_lo, a.hash),
-            (None, None) => {
-                let (key, from_lo) = FlowKey::of(p);
-                (key, from_lo, self.hash(&key))
+            (None, Some(a)) if a.keyed => (&a.key, a.from_lo, a.hash),
+            (None, _) => {
+                let from_lo;
+                (own, from_lo) = FlowKey::of(p);
+                (&own, from_lo, self.hash(&own))
             }
         };
-        debug_assert!(later_fragment.is_some() || (key, from_lo) == FlowKey::of(p));
+        debug_assert!(later_fragment.is_some() || (*key, from_lo) == FlowKey::of(p));
         if let Some(f) = p.fragment.filter(|f| f.offset == 0) {
             let fk = FragKey::of(p, f.id);
-            self.frags.insert(fk, (key, self.now));
+            self.frags.insert(fk, (*key, self.now));
             self.frag_order.push_back((self.now, fk));
         }
         let pure_syn = p.proto == proto::TCP
@@ -529,10 +623,10 @@ impl FlowTable {
         let mut created = false;
         // Below the cap, one hash probe finds the flow or the place for a new one.
         let below_cap = self.live < self.cfg.max_flows.max(1);
-        debug_assert_eq!(hash, self.hash(&key));
+        debug_assert_eq!(hash, self.hash(key));
         let found = if below_cap && later_fragment.is_none() {
             let slab = &self.slab;
-            match self.map.find(hash, |slot| key_of(slab, slot) == Some(&key)) {
+            match self.map.find(hash, |slot| key_of(slab, slot) == Some(key)) {
                 Some(slot) => Some(slot),
                 None => {
                     // The slot `new_flow` will use: the top of the free list, or the next one.
@@ -543,12 +637,12 @@ impl FlowTable {
                 }
             }
         } else {
-            self.find(hash, &key)
+            self.find(hash, key)
         };
         let slot = match found {
             None if created => {
-                let slot = self.new_flow(key, from_lo, p);
-                debug_assert_eq!(self.find(hash, &key), Some(slot));
+                let slot = self.new_flow(*key, from_lo, p);
+                debug_assert_eq!(self.find(hash, key), Some(slot));
                 self.stats.peak = self.stats.peak.max(self.live as u64);
                 slot
             }
@@ -556,7 +650,7 @@ impl FlowTable {
                 self.remove(slot, EndReason::Shutdown);
                 self.stats.reused += 1;
                 created = true;
-                self.insert(hash, key, from_lo, p)
+                self.insert(hash, *key, from_lo, p)
             }
             Some(slot) => slot,
             None if later_fragment.is_some() => {
@@ -565,7 +659,7 @@ impl FlowTable {
             }
             None => {
                 created = true;
-                self.insert(hash, key, from_lo, p)
+                self.insert(hash, *key, from_lo, p)
             }
         };
         let now = self.now;
@@ -834,8 +928,20 @@ impl FlowTable {
 #[derive(Clone, Copy, Debug)]
 pub struct Lookahead {
     key: FlowKey,
-    from_lo: bool,
     hash: u32,
+    from_lo: bool,
+    /// False for a later fragment (its key is its first fragment's).
+    keyed: bool,
+}
+
+impl Lookahead {
+    /// A slot for [`FlowTable::lookahead`] to fill.
+    pub const EMPTY: Lookahead = Lookahead {
+        key: FlowKey::ZERO,
+        hash: 0,
+        from_lo: false,
+        keyed: false,
+    };
 }
 
 /// List links and activity time of one slot.
@@ -859,7 +965,7 @@ fn key_of(slab: &[Option<Flow>], slot: u32) -> Option<&FlowKey> {
 }
 
 fn class_of(f: &Flow) -> u8 {
-    match (f.key.proto, f.state) {
+    match (f.key.proto(), f.state) {
         (proto::TCP, FlowState::New) => CLASS_TCP_NEW,
         (proto::TCP, FlowState::Established) => CLASS_TCP_EST,
         (proto::TCP, FlowState::Closed) => CLASS_TCP_CLOSED,

@@ -115,6 +115,54 @@ fn test_new_syn_after_rst_or_fins_is_a_new_flow() {
     assert_eq!(ft.stats().reused, 2);
 }
 
+/// Keys are equal (and find their flow) exactly when the packets' endpoints, protocol and
+/// VLANs are: an IPv4 address and the IPv6 address of the same number, swapped ports, another
+/// protocol, and each VLAN stack make another flow; each packet again finds its own.
+#[test]
+fn test_key_tells_every_field_apart() {
+    let base = udp(0, "0.0.0.1", 1, "0.0.0.2", 2);
+    let mut variants = vec![
+        base,
+        udp(0, "::1", 1, "::2", 2),
+        udp(0, "0.0.0.1", 1, "::2", 2),
+        udp(0, "0.0.0.1", 2, "0.0.0.2", 1),
+        udp(0, "0.0.0.1", 1, "0.0.0.3", 2),
+    ];
+    let mut sctp = base;
+    sctp.proto = 132;
+    variants.push(sctp);
+    for ids in [&[10][..], &[10, 20], &[20, 10], &[10, 20, 30], &[0]] {
+        let mut v = base;
+        v.vlans = Vlans::from_ids(ids);
+        variants.push(v);
+    }
+    let mut ft = FlowTable::new(FlowConfig::default());
+    for (i, p) in variants.iter().enumerate() {
+        assert!(step(&mut ft, p).unwrap().created, "variant {i}");
+    }
+    for (i, p) in variants.iter().enumerate() {
+        let t = step(&mut ft, p).unwrap();
+        assert!(!t.created, "variant {i}");
+        let f = ft.get(t.slot).unwrap();
+        assert_eq!(
+            (f.initiator(), f.key.proto(), f.key.vlans),
+            (
+                Endpoint {
+                    addr: p.src,
+                    port: match p.transport {
+                        Transport::Ports { src, .. } => src,
+                        _ => unreachable!(),
+                    }
+                },
+                p.proto,
+                p.vlans
+            ),
+            "variant {i}"
+        );
+    }
+    assert_eq!(ft.len(), variants.len());
+}
+
 /// The key's `lo` is the smaller endpoint as `Endpoint` orders them (address, then port),
 /// across families, equal addresses and equal ports.
 #[test]
@@ -145,7 +193,11 @@ fn test_key_orders_endpoints_as_endpoint_does() {
                     },
                 );
                 assert_eq!(from_lo, x <= y, "{a}:{sp} {b}:{dp}");
-                assert_eq!((key.lo, key.hi), (x.min(y), x.max(y)), "{a}:{sp} {b}:{dp}");
+                assert_eq!(
+                    (key.lo(), key.hi()),
+                    (x.min(y), x.max(y)),
+                    "{a}:{sp} {b}:{dp}"
+                );
             }
         }
     }

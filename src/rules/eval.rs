@@ -301,13 +301,13 @@ impl Evaluator {
         }
         if t.created {
             let (ini, resp) = (flow.initiator(), flow.responder());
-            let ports = has_ports(flow.key.proto);
+            let ports = has_ports(flow.key.proto());
             let dport = ports.then_some(resp.port);
             let cand = self
                 .egress
                 .candidates(ini.addr, resp.addr, dport, &mut cand);
             for &i in cand {
-                if rules[i].matches_tuple(flow.key.proto, ini.addr, resp.addr, dport) {
+                if rules[i].matches_tuple(flow.key.proto(), ini.addr, resp.addr, dport) {
                     out.push(Match {
                         rule: i,
                         src: ini.addr,
