@@ -233,17 +233,14 @@ impl FileSource {
     }
 
     /// The next frame, `Ok(None)` at the end of the file.
+    ///
+    /// Inlined, with everything but a packet from libpcap in [`after_libpcap`]: returned from
+    /// a call, the frame went through memory in pieces and was read back whole, which the CPU
+    /// cannot forward (a fifth of a read-and-decode loop's own samples on small packets).
+    #[inline]
     pub fn next_frame(&mut self) -> Result<Option<Frame<'_>>, CaptureError> {
-        if self.done {
-            return Ok(None);
-        }
-        if self.own.is_some() {
-            // Checked first and borrowed only here: a borrow returned on one path only would
-            // keep `self.own` borrowed below too.
-            return match self.own.as_deref_mut() {
-                Some(own) => own_frame(own, &self.name, &mut self.count, &mut self.done),
-                None => Ok(None),
-            };
+        if self.done || self.own.is_some() {
+            return own_or_done(&mut self.own, &self.name, &mut self.count, &mut self.done);
         }
         match self.cap.next_packet() {
             Ok(p) => {
@@ -265,45 +262,79 @@ impl FileSource {
                     pcap_cnt: self.count,
                 }))
             }
-            Err(pcap::Error::NoMorePackets) => {
-                self.done = true;
-                Ok(None)
-            }
-            Err(e) => {
-                let message = e.to_string();
-                let libpcap = CaptureError::Read {
-                    file: self.name.clone(),
-                    packet: self.count + 1,
-                    message: message.clone(),
-                };
-                if is_stdin(&self.name) && LIBPCAP_PCAPNG_LIMITS.iter().any(|m| message.contains(m))
-                {
-                    self.done = true;
-                    return Err(CaptureError::Read {
-                        file: self.name.clone(),
-                        packet: self.count + 1,
-                        message: format!(
-                            "{message} (exfilwatch reads such pcapng files by path, not from \
-                             standard input: save it to a file first)"
-                        ),
-                    });
-                }
-                // Fields, not `self.may_have_several_linktypes()`: `self.cap` is borrowed here.
-                if !self.pcapng || is_stdin(&self.name) || !libpcap_cannot(&message) {
-                    self.done = true;
-                    return Err(libpcap);
-                }
-                match take_over(&self.name, self.count) {
-                    Some(reader) => {
-                        let own = self.own.insert(Box::new(reader));
-                        own_frame(own, &self.name, &mut self.count, &mut self.done)
-                    }
-                    None => {
-                        self.done = true;
-                        Err(libpcap)
-                    }
-                }
-            }
+            Err(e) => after_libpcap(
+                e,
+                &self.name,
+                self.pcapng,
+                &mut self.own,
+                &mut self.count,
+                &mut self.done,
+            ),
+        }
+    }
+}
+
+/// [`FileSource::next_frame`] once libpcap is out of the picture: the end, or our reader.
+#[cold]
+#[inline(never)]
+fn own_or_done<'a>(
+    own: &'a mut Option<Box<PcapngReader<BufReader<File>>>>,
+    name: &str,
+    count: &mut u64,
+    done: &mut bool,
+) -> Result<Option<Frame<'a>>, CaptureError> {
+    match own.as_deref_mut() {
+        Some(own) if !*done => own_frame(own, name, count, done),
+        _ => Ok(None),
+    }
+}
+
+/// [`FileSource::next_frame`] after libpcap's `e`: the end of the file, an error (with a
+/// hint for pcapng on standard input), or our pcapng reader taking over where libpcap cannot
+/// go on. The source's fields are passed apart: libpcap's handle is still borrowed.
+#[cold]
+#[inline(never)]
+fn after_libpcap<'a>(
+    e: pcap::Error,
+    name: &str,
+    pcapng: bool,
+    own: &'a mut Option<Box<PcapngReader<BufReader<File>>>>,
+    count: &mut u64,
+    done: &mut bool,
+) -> Result<Option<Frame<'a>>, CaptureError> {
+    if matches!(e, pcap::Error::NoMorePackets) {
+        *done = true;
+        return Ok(None);
+    }
+    let message = e.to_string();
+    let libpcap = CaptureError::Read {
+        file: name.to_string(),
+        packet: *count + 1,
+        message: message.clone(),
+    };
+    if is_stdin(name) && LIBPCAP_PCAPNG_LIMITS.iter().any(|m| message.contains(m)) {
+        *done = true;
+        return Err(CaptureError::Read {
+            file: name.to_string(),
+            packet: *count + 1,
+            message: format!(
+                "{message} (exfilwatch reads such pcapng files by path, not from \
+                 standard input: save it to a file first)"
+            ),
+        });
+    }
+    if !pcapng || is_stdin(name) || !libpcap_cannot(&message) {
+        *done = true;
+        return Err(libpcap);
+    }
+    match take_over(name, *count) {
+        Some(reader) => {
+            let own = own.insert(Box::new(reader));
+            own_frame(own, name, count, done)
+        }
+        None => {
+            *done = true;
+            Err(libpcap)
         }
     }
 }
