@@ -17,6 +17,12 @@
 //! 4 KiB at a time), and the same loop through exfilwatch's capture layer, which gives libpcap
 //! a 64 KiB stdio buffer. The second ratio says what the rest of exfilwatch costs.
 //!
+//! Each thread's work alone, on one thread, as ratios to the bare loop: reading and decoding
+//! (the capture thread: the capture layer and `decode_append` into 1,024-summary batches), and
+//! the engine over those batches decoded beforehand (the engine thread, alerts to a file through
+//! the writer thread). exfilwatch's wall time cannot be below the larger of the two; the
+//! pipeline overlaps them on two cores.
+//!
 //! Two floors, also as ratios to the bare loop, for what any reader that does the job must
 //! spend besides reading: writing the alerts exfilwatch wrote (the same bytes, from memory, to
 //! a new file, in the writer's 256 KiB writes), and bringing in as much fresh memory as
@@ -55,6 +61,72 @@ fn buffered_loop(path: &Path) -> (u64, Duration) {
         n += 1;
     }
     (n, t.elapsed())
+}
+
+/// The capture thread's work alone: the capture layer and decoding into 1,024-summary batches
+/// (emptied when full, as the pipeline hands them over), on this thread.
+fn read_and_decode(path: &Path) -> (u64, Duration) {
+    use exfilwatch::decode::{decode_append, DecodeStats};
+    let t = Instant::now();
+    let mut src =
+        exfilwatch::capture::FileSource::open(path.to_str().unwrap()).expect("open capture");
+    let mut batch = Vec::with_capacity(1024);
+    let mut stats = DecodeStats::default();
+    let mut n = 0u64;
+    while let Some(frame) = src.next_frame().expect("read") {
+        n += 1;
+        let _ = decode_append(&frame, &mut batch, &mut stats);
+        if batch.len() >= 1024 {
+            std::hint::black_box(&batch);
+            batch.clear();
+        }
+    }
+    std::hint::black_box(&batch);
+    (n, t.elapsed())
+}
+
+/// Every summary of `path`, in the pipeline's 1,024-summary batches.
+fn decoded_batches(path: &Path) -> Vec<Vec<exfilwatch::decode::PacketSummary>> {
+    use exfilwatch::decode::{decode_append, DecodeStats};
+    let mut src =
+        exfilwatch::capture::FileSource::open(path.to_str().unwrap()).expect("open capture");
+    let mut batches = vec![Vec::with_capacity(1024)];
+    let mut stats = DecodeStats::default();
+    while let Some(frame) = src.next_frame().expect("read") {
+        let batch = batches.last_mut().unwrap();
+        let _ = decode_append(&frame, batch, &mut stats);
+        if batch.len() >= 1024 {
+            batches.push(Vec::with_capacity(1024));
+        }
+    }
+    batches
+}
+
+/// The engine thread's work alone: exfilwatch's engine over `batches` (decoded beforehand),
+/// JSON alerts appended to a new file at `out` through the writer thread, on this thread.
+fn engine_alone(
+    batches: &[Vec<exfilwatch::decode::PacketSummary>],
+    path: &Path,
+    rules: Option<&Path>,
+    out: &Path,
+) -> Duration {
+    use exfilwatch::alert::{AlertWriter, Format, Output};
+    use exfilwatch::rules::RuleSet;
+    let rules = match rules {
+        Some(r) => RuleSet::load(&[r.to_path_buf()]).expect("rules"),
+        None => RuleSet::embedded().expect("embedded rules"),
+    };
+    let _ = std::fs::remove_file(out);
+    let output = Output::append(out).expect("alert output");
+    let file: std::sync::Arc<str> = std::sync::Arc::from(path.to_string_lossy().as_ref());
+    let t = Instant::now();
+    let mut engine = exfilwatch::engine::Engine::new(rules, AlertWriter::new(Format::Json, output));
+    for b in batches {
+        engine.process_batch(b, &file).expect("engine");
+    }
+    engine.finish().expect("finish");
+    drop(engine);
+    t.elapsed()
 }
 
 /// Writes `bytes` to a new file at `out` as exfilwatch's writer does (256 KiB writes).
@@ -142,6 +214,8 @@ fn measure(name: &str, path: &Path, rules: Option<&Path>, runs: usize) {
     let out = dir().join(format!("{name}.alerts.json"));
     let mut bare = Vec::new();
     let mut buffered = Vec::new();
+    let mut decoding = Vec::new();
+    let mut engine = Vec::new();
     let mut ours = Vec::new();
     let mut written = Vec::new();
     let mut faulted = Vec::new();
@@ -153,6 +227,7 @@ fn measure(name: &str, path: &Path, rules: Option<&Path>, runs: usize) {
     let warm = exfilwatch(path, rules, &out);
     let alert_bytes = std::fs::read(&out).expect("read alerts");
     let floor_out = dir().join("floor.out");
+    let batches = decoded_batches(path);
     for _ in 0..runs {
         let (n, t) = bare_loop(path);
         packets = n;
@@ -160,12 +235,17 @@ fn measure(name: &str, path: &Path, rules: Option<&Path>, runs: usize) {
         let (m, t) = buffered_loop(path);
         assert_eq!(m, n, "both loops read every packet");
         buffered.push(t);
+        let (m, t) = read_and_decode(path);
+        assert_eq!(m, n, "read and decode read every packet");
+        decoding.push(t);
+        engine.push(engine_alone(&batches, path, rules, &floor_out));
         let r = exfilwatch(path, rules, &out);
         ours.push(r.wall);
         last = Some(r);
         written.push(write_floor(&alert_bytes, &floor_out));
         faulted.push(memory_floor(warm.max_rss_kib));
     }
+    drop(batches);
     let _ = std::fs::remove_file(&floor_out);
     // The best of the runs too: on a shared machine noise only ever adds time.
     let (bb, ob) = (*bare.iter().min().unwrap(), *ours.iter().min().unwrap());
@@ -192,6 +272,14 @@ fn measure(name: &str, path: &Path, rules: Option<&Path>, runs: usize) {
         bufb.as_secs_f64(),
         ob.as_secs_f64(),
         ob.as_secs_f64() / bufb.as_secs_f64(),
+    );
+    let (dm, em) = (median(decoding), median(engine));
+    println!(
+        "    each thread's work alone, on one thread: read and decode {:.3} s ({:.2} times the bare loop), engine {:.3} s ({:.2} times)",
+        dm.as_secs_f64(),
+        dm.as_secs_f64() / b.as_secs_f64(),
+        em.as_secs_f64(),
+        em.as_secs_f64() / b.as_secs_f64(),
     );
     let (wm, fm) = (median(written), median(faulted));
     println!(
