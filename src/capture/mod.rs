@@ -234,7 +234,7 @@ impl FileSource {
 
     /// The next frame, `Ok(None)` at the end of the file.
     ///
-    /// Inlined, with everything but a packet from libpcap in [`after_libpcap`]: returned from
+    /// Inlined, with everything but a packet from libpcap in `after_libpcap`: returned from
     /// a call, the frame went through memory in pieces and was read back whole, which the CPU
     /// cannot forward (a fifth of a read-and-decode loop's own samples on small packets).
     #[inline]
