@@ -648,11 +648,17 @@ impl Engine {
         Ok(())
     }
 
+    #[inline]
     fn handle_ended(&mut self) -> io::Result<()> {
-        // Most packets end no flow.
+        // Most packets end no flow: inlined, that check costs less than a call would.
         if !self.flows.has_ended() {
             return Ok(());
         }
+        self.handle_ended_now()
+    }
+
+    #[inline(never)]
+    fn handle_ended_now(&mut self) -> io::Result<()> {
         let mut ended = std::mem::take(&mut self.ended_buf);
         self.flows.take_ended(&mut ended);
         let r = self.account_ended(&ended);
