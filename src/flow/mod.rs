@@ -500,39 +500,45 @@ impl FlowTable {
     }
 
     /// Advances the packet clock to `ts` (never backwards) and expires idle flows. (Inlined,
-    /// with the work in `FlowTable::expire`: on most packets nothing is due.)
+    /// with the work in `expire_flows` and `forget_fragments`: on most packets nothing is due.)
     #[inline]
     pub fn advance(&mut self, ts: Timestamp) {
         if ts > self.now {
             self.now = ts;
         }
-        if self.now > self.expiry_floor || !self.frag_order.is_empty() {
-            self.expire();
+        if self.now > self.expiry_floor {
+            self.expire_flows();
+        }
+        if !self.frag_order.is_empty() {
+            self.forget_fragments();
         }
     }
 
-    /// Expires idle flows and forgotten first fragments, as of the packet clock.
+    /// Ends the flows idle longer than their timeout, and works the floor out again.
     #[inline(never)]
-    fn expire(&mut self) {
-        if self.now > self.expiry_floor {
-            let mut floor = Timestamp(i64::MAX);
-            for class in 0..CLASSES {
-                loop {
-                    let head = self.heads[class];
-                    if head == NIL {
-                        break;
-                    }
-                    let activity = self.nodes[head as usize].activity;
-                    if self.now.since(activity) <= self.timeouts[class] {
-                        floor = floor.min(expiry(activity, self.timeouts[class]));
-                        break;
-                    }
-                    self.remove(head, EndReason::Timeout);
-                    self.stats.expired += 1;
+    fn expire_flows(&mut self) {
+        let mut floor = Timestamp(i64::MAX);
+        for class in 0..CLASSES {
+            loop {
+                let head = self.heads[class];
+                if head == NIL {
+                    break;
                 }
+                let activity = self.nodes[head as usize].activity;
+                if self.now.since(activity) <= self.timeouts[class] {
+                    floor = floor.min(expiry(activity, self.timeouts[class]));
+                    break;
+                }
+                self.remove(head, EndReason::Timeout);
+                self.stats.expired += 1;
             }
-            self.expiry_floor = floor;
         }
+        self.expiry_floor = floor;
+    }
+
+    /// Forgets first fragments older than the fragment timeout, or beyond the cap.
+    #[inline(never)]
+    fn forget_fragments(&mut self) {
         while let Some(&(t, fk)) = self.frag_order.front() {
             if self.now.since(t) <= self.cfg.fragment && self.frag_order.len() <= MAX_FRAGMENTS {
                 break;
