@@ -63,11 +63,13 @@ fn buffered_loop(path: &Path) -> (u64, Duration) {
     (n, t.elapsed())
 }
 
-/// The capture thread's work alone: the capture layer and decoding into 1,024-summary batches
-/// (emptied when full, as the pipeline hands them over), on this thread.
-fn read_and_decode(path: &Path) -> (u64, Duration) {
+/// Reads and decodes `path` into 1,024-summary batches as the capture thread does, handing each
+/// full batch, and the last one, to `full`; returns the records read.
+fn decode_batches(
+    path: &Path,
+    mut full: impl FnMut(&mut Vec<exfilwatch::decode::PacketSummary>),
+) -> u64 {
     use exfilwatch::decode::{decode_append, DecodeStats};
-    let t = Instant::now();
     let mut src =
         exfilwatch::capture::FileSource::open(path.to_str().unwrap()).expect("open capture");
     let mut batch = Vec::with_capacity(1024);
@@ -77,28 +79,30 @@ fn read_and_decode(path: &Path) -> (u64, Duration) {
         n += 1;
         let _ = decode_append(&frame, &mut batch, &mut stats);
         if batch.len() >= 1024 {
-            std::hint::black_box(&batch);
-            batch.clear();
+            full(&mut batch);
         }
     }
-    std::hint::black_box(&batch);
+    full(&mut batch);
+    n
+}
+
+/// The capture thread's work alone: the capture layer and decoding into batches (emptied when
+/// full, as the pipeline hands them over), on this thread.
+fn read_and_decode(path: &Path) -> (u64, Duration) {
+    let t = Instant::now();
+    let n = decode_batches(path, |b| {
+        std::hint::black_box(&*b);
+        b.clear();
+    });
     (n, t.elapsed())
 }
 
 /// Every summary of `path`, in the pipeline's 1,024-summary batches.
 fn decoded_batches(path: &Path) -> Vec<Vec<exfilwatch::decode::PacketSummary>> {
-    use exfilwatch::decode::{decode_append, DecodeStats};
-    let mut src =
-        exfilwatch::capture::FileSource::open(path.to_str().unwrap()).expect("open capture");
-    let mut batches = vec![Vec::with_capacity(1024)];
-    let mut stats = DecodeStats::default();
-    while let Some(frame) = src.next_frame().expect("read") {
-        let batch = batches.last_mut().unwrap();
-        let _ = decode_append(&frame, batch, &mut stats);
-        if batch.len() >= 1024 {
-            batches.push(Vec::with_capacity(1024));
-        }
-    }
+    let mut batches = Vec::new();
+    decode_batches(path, |b| {
+        batches.push(std::mem::replace(b, Vec::with_capacity(1024)))
+    });
     batches
 }
 
