@@ -333,7 +333,8 @@ pub struct FlowStats {
 }
 
 impl FlowStats {
-    /// Adds another table's counters.
+    /// Adds another table's counters. `peak` becomes the sum of the two peaks: an upper
+    /// bound of the flows alive at once in both tables, which need not peak together.
     pub fn merge(&mut self, o: &FlowStats) {
         let FlowStats {
             created,
