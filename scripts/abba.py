@@ -1,0 +1,78 @@
+#!/usr/bin/env python3
+"""Times exfilwatch builds against each other on one capture, in alternating order.
+
+    scripts/abba.py [-n RUNS] [--bare] [--rules PATH] CAPTURE BUILD [BUILD...]
+
+Each round runs every BUILD once (`BUILD read --quiet --alerts FILE [--rules PATH] CAPTURE`,
+JSON alerts to a fresh file), in the given order in even rounds and reversed in odd ones
+(A B, B A, ...): on a shared machine a fixed order gave the second build 1.5% more in a check
+of one build against itself. Prints the median and minimum wall time and the median user and
+system CPU of each; with --bare also the bare libpcap loop over the same capture
+(`cargo build --release --example bare_loop` first) and each build's ratio to it. Compare
+builds only within one run: the machine's speed moves between runs.
+"""
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BARE = Path(__file__).resolve().parent.parent / "target/release/examples/bare_loop"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("-n", "--runs", type=int, default=12, help="rounds (default 12)")
+    ap.add_argument("--bare", action="store_true", help="also time the bare libpcap loop")
+    ap.add_argument("--rules", help="rules file for every build (default: embedded)")
+    ap.add_argument("capture")
+    ap.add_argument("builds", nargs="+")
+    a = ap.parse_args()
+
+    names = (["bare"] if a.bare else []) + a.builds
+    if a.bare and not BARE.exists():
+        sys.exit(f"{BARE} missing: cargo build --release --example bare_loop")
+    results = {n: ([], [], []) for n in names}
+    with tempfile.TemporaryDirectory() as tmp:
+        alerts = os.path.join(tmp, "alerts.json")
+        for i in range(a.runs):
+            for n in names if i % 2 == 0 else names[::-1]:
+                if os.path.exists(alerts):
+                    os.remove(alerts)
+                if n == "bare":
+                    cmd = [str(BARE), a.capture]
+                else:
+                    cmd = [n, "read", "--quiet", "--alerts", alerts]
+                    cmd += ["--rules", a.rules] if a.rules else []
+                    cmd.append(a.capture)
+                t = time.perf_counter()
+                p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+                _, status, ru = os.wait4(p.pid, 0)
+                wall = time.perf_counter() - t
+                code = os.waitstatus_to_exitcode(status)
+                if code not in (0, 1):  # 1: alerts were found
+                    sys.exit(f"{' '.join(cmd)}: exit status {code}")
+                w, u, s = results[n]
+                w.append(wall)
+                u.append(ru.ru_utime)
+                s.append(ru.ru_stime)
+
+    med = statistics.median
+    base = med(results["bare"][0]) if a.bare else None
+    print(f"{a.runs} rounds in alternating order, {a.capture}")
+    for n in names:
+        w, u, s = results[n]
+        ratio = f"  {med(w) / base:5.2f} x bare" if base and n != "bare" else ""
+        print(
+            f"{n[-40:]:40s} wall {med(w):.3f} s (min {min(w):.3f})"
+            f"  user {med(u):.3f}  sys {med(s):.3f}{ratio}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
