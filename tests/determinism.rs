@@ -3,9 +3,9 @@
 //! identical from run to run, however its threads happen to be scheduled: time is packet time,
 //! and nothing may depend on which thread got there first or on a hash seed.
 //!
-//! Each input is read twice: once as usual, and once with the process pinned to one CPU, where
-//! the capture, engine and writer threads take turns instead of overlapping, so batches reach
-//! the engine and records the writer at other moments.
+//! Each input is read twice: once as usual, and once with the process pinned to one CPU (the
+//! lowest it may use), where the capture, engine and writer threads take turns instead of
+//! overlapping, so batches reach the engine and records the writer at other moments.
 //!
 //! - [`fixtures_give_the_same_bytes_every_run`]: every fixture capture with the embedded rules
 //!   and with every rule file of `fixtures/rules/` and `rules/`.
@@ -64,8 +64,25 @@ fn without_rate(stderr: &str) -> String {
         .join("\n")
 }
 
+/// The lowest CPU this process may run on (a container's cpuset need not include CPU 0).
+fn first_allowed_cpu() -> usize {
+    // SAFETY: sched_getaffinity fills the set it is given; CPU_ISSET reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        assert_eq!(
+            libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set),
+            0,
+            "sched_getaffinity: {}",
+            std::io::Error::last_os_error()
+        );
+        (0..libc::CPU_SETSIZE as usize)
+            .find(|&c| libc::CPU_ISSET(c, &set))
+            .expect("no CPU in this process's affinity mask")
+    }
+}
+
 /// Runs `exfilwatch read` with `args` and every output option, writing into `dir`; pinned to
-/// CPU 0 when `pin`.
+/// one CPU when `pin`.
 fn read(args: &[&str], dir: &Path, pin: bool) -> Outputs {
     let (alerts, flows, report_json) = (dir.join("alerts"), dir.join("flows"), dir.join("rj"));
     for f in [&alerts, &flows, &report_json] {
@@ -83,11 +100,12 @@ fn read(args: &[&str], dir: &Path, pin: bool) -> Outputs {
         .args(args)
         .current_dir(crate_dir());
     if pin {
+        let cpu = first_allowed_cpu();
         // SAFETY: between fork and exec only sched_setaffinity runs, which is async-signal-safe.
         unsafe {
-            cmd.pre_exec(|| {
+            cmd.pre_exec(move || {
                 let mut set: libc::cpu_set_t = std::mem::zeroed();
-                libc::CPU_SET(0, &mut set);
+                libc::CPU_SET(cpu, &mut set);
                 if libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
