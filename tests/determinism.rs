@@ -5,14 +5,16 @@
 //!
 //! Each input is read twice: once as usual, and once with the process pinned to one CPU (the
 //! lowest it may use), where the capture, engine and writer threads take turns instead of
-//! overlapping, so batches reach the engine and records the writer at other moments.
+//! overlapping, so batches reach the engine and records the writer at other moments. A run
+//! must exit 0, 1 or 2 (never a signal) and leave standard output empty (alerts go to a file).
 //!
 //! - [`fixtures_give_the_same_bytes_every_run`]: every fixture capture with the embedded rules
-//!   and with every rule file of `fixtures/rules/` and `rules/`.
+//!   (JSON and text alerts) and with every readable rule file of `fixtures/rules/` and
+//!   `rules/`; at least half of the runs must write alerts and three quarters flow records.
 //! - [`large_inputs_give_the_same_bytes_every_run`]: generated captures of hundreds of batches:
-//!   the benches' SPAN-like mix (default, by-source volume and policy rules) and a SYN flood
-//!   through a two-flow table (an eviction per packet), each with flow records and the report;
-//!   and two mixes read as one timeline.
+//!   the benches' SPAN-like mix (default rules as JSON and as text, by-source volume, policy
+//!   and watch_many rules), two mixes read as one timeline, and a SYN flood with the default
+//!   rules and through a two-flow table (an eviction per packet).
 
 #[path = "../benches/mixgen.rs"]
 mod mixgen;
@@ -30,9 +32,11 @@ fn crate_dir() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// A fresh directory of this test process's own (two `cargo test` runs may share the target
+/// directory).
 fn work_dir(name: &str) -> PathBuf {
     let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join("determinism")
+        .join(format!("determinism-{}", std::process::id()))
         .join(name);
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
@@ -42,26 +46,35 @@ fn work_dir(name: &str) -> PathBuf {
 /// Everything one run wrote, as compared.
 #[derive(PartialEq, Eq)]
 struct Outputs {
-    status: Option<i32>,
+    /// Exit status (0, 1 or 2: a signal or another status fails the test at once).
+    status: i32,
     alerts: Vec<u8>,
     flows: Vec<u8>,
     report_json: Vec<u8>,
-    stdout: Vec<u8>,
-    /// Diagnostics and the summary, its wall-clock rate cut off.
-    stderr: String,
+    /// Diagnostics and the summary, the summary's wall-clock rate cut off.
+    summary: String,
+    /// `--report`'s text (standard error, after the summary).
+    report: String,
 }
 
-/// The summary's first line ends in "in 0.123 s (16260 packets/s)": the one part that is not
-/// packet time.
-fn without_rate(stderr: &str) -> String {
-    stderr
-        .lines()
-        .map(|l| match l.rfind(" in ") {
-            Some(i) if l.starts_with("exfilwatch: ") && l.ends_with(" packets/s)") => &l[..i],
-            _ => l,
+/// The text `--report` starts with on standard error.
+const REPORT_HEADING: &str = "\n== exfilwatch report ==\n";
+
+/// The summary's first line ends in " in 0.123 s (16260 packets/s)": the one part that is not
+/// packet time. Every other byte stays.
+fn without_rate(summary: &str) -> String {
+    summary
+        .split_inclusive('\n')
+        .map(|l| {
+            let body = l.trim_end_matches('\n');
+            match body.rfind(" in ") {
+                Some(i) if body.starts_with("exfilwatch: ") && body.ends_with(" packets/s)") => {
+                    format!("{}{}", &body[..i], &l[body.len()..])
+                }
+                _ => l.to_string(),
+            }
         })
-        .collect::<Vec<_>>()
-        .join("\n")
+        .collect()
 }
 
 /// The lowest CPU this process may run on (a container's cpuset need not include CPU 0).
@@ -113,21 +126,35 @@ fn read(args: &[&str], dir: &Path, pin: bool) -> Outputs {
             });
         }
     }
+    let what = format!("read {}", args.join(" "));
     let out = common::run(&mut cmd, Duration::from_secs(120)).unwrap();
+    let status = match out.status.code() {
+        Some(c @ 0..=2) => c,
+        _ => panic!("{what}: {} (stderr: {})", out.status, out.stderr),
+    };
+    assert!(
+        out.stdout.is_empty(),
+        "{what}: standard output not empty with --alerts"
+    );
+    let (summary, report) = match out.stderr.find(REPORT_HEADING) {
+        Some(i) => (&out.stderr[..i], &out.stderr[i..]),
+        None => (&out.stderr[..], ""),
+    };
     let slurp = |p: &Path| std::fs::read(p).unwrap_or_default();
     Outputs {
-        status: out.status.code(),
+        status,
         alerts: slurp(&alerts),
         flows: slurp(&flows),
         report_json: slurp(&report_json),
-        stdout: out.stdout,
-        stderr: without_rate(&out.stderr),
+        summary: without_rate(summary),
+        report: report.to_string(),
     }
 }
 
-/// Reads `args` twice (free, then pinned) and describes the first output that differs.
-fn differs(args: &[&str], dir: &Path) -> Option<String> {
-    let (a, b) = (read(args, dir, false), read(args, dir, true));
+/// Reads `args` once more, pinned, and names the outputs that differ from `free` (a run of
+/// the same arguments as usual).
+fn differs(args: &[&str], dir: &Path, free: &Outputs) -> Option<String> {
+    let (a, b) = (free, &read(args, dir, true));
     if a == b {
         return None;
     }
@@ -136,8 +163,8 @@ fn differs(args: &[&str], dir: &Path) -> Option<String> {
         ("alerts", a.alerts != b.alerts),
         ("flow records", a.flows != b.flows),
         ("--report-json", a.report_json != b.report_json),
-        ("--report (stdout)", a.stdout != b.stdout),
-        ("summary (stderr)", a.stderr != b.stderr),
+        ("--report", a.report != b.report),
+        ("summary", a.summary != b.summary),
     ];
     let names: Vec<&str> = what.iter().filter(|w| w.1).map(|w| w.0).collect();
     Some(format!(
@@ -166,23 +193,26 @@ fn files_in(dir: &Path, ext: &[&str]) -> Vec<String> {
 #[test]
 fn fixtures_give_the_same_bytes_every_run() {
     let captures = files_in(Path::new("fixtures"), &["pcap", "pcapng"]);
-    let mut rules = files_in(Path::new("fixtures/rules"), &["toml"]);
+    // The bad_* rule files fail before reading (the fixture tests check their messages).
+    let mut rules: Vec<String> = files_in(Path::new("fixtures/rules"), &["toml"])
+        .into_iter()
+        .filter(|r| !r.contains("/bad_"))
+        .collect();
     rules.extend(files_in(Path::new("rules"), &["toml"]));
     assert!(captures.len() >= 50, "fixtures missing: {captures:?}");
     assert!(rules.len() >= 10, "rule files missing: {rules:?}");
     let dir = work_dir("fixtures");
     let mut failures = Vec::new();
-    let mut runs = 0;
+    let (mut runs, mut with_alerts, mut with_flows) = (0, 0, 0);
     for cap in &captures {
-        let mut sets: Vec<Vec<&str>> = vec![vec![cap.as_str()]];
-        sets.extend(
-            rules
-                .iter()
-                .map(|r| vec!["--rules", r.as_str(), cap.as_str()]),
-        );
+        let mut sets: Vec<Vec<&str>> = vec![vec![cap], vec!["--format", "text", cap]];
+        sets.extend(rules.iter().map(|r| vec!["--rules", r.as_str(), cap]));
         for args in &sets {
+            let free = read(args, &dir, false);
             runs += 1;
-            failures.extend(differs(args, &dir));
+            with_alerts += usize::from(!free.alerts.is_empty());
+            with_flows += usize::from(!free.flows.is_empty());
+            failures.extend(differs(args, &dir, &free));
         }
     }
     assert!(
@@ -191,6 +221,14 @@ fn fixtures_give_the_same_bytes_every_run() {
         failures.len(),
         failures.join("\n")
     );
+    // Most runs must have had something to compare.
+    assert!(
+        with_alerts * 2 >= runs && with_flows * 4 >= runs * 3,
+        "of {runs} runs only {with_alerts} wrote alerts and {with_flows} flow records"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    // The other test may still use it; the last one out removes it.
+    let _ = std::fs::remove_dir(dir.parent().unwrap());
 }
 
 #[test]
@@ -206,36 +244,42 @@ fn large_inputs_give_the_same_bytes_every_run() {
     let s = |p: &Path| p.to_string_lossy().into_owned();
     let (mix, half, flood) = (s(&mix), s(&half), s(&flood));
 
-    let mut cases: Vec<Vec<&str>> = vec![vec![&mix]];
+    // (arguments, whether alerts are expected)
+    let mut cases: Vec<(Vec<&str>, bool)> =
+        vec![(vec![&mix], true), (vec!["--format", "text", &mix], true)];
     for r in [
         "fixtures/rules/volume_by_src.toml",
         "fixtures/rules/policy.toml",
         "fixtures/rules/watch_many.toml",
     ] {
-        cases.push(vec!["--rules", r, &mix]);
+        cases.push((vec!["--rules", r, &mix], true));
     }
     // Two files as one timeline; the second starts over in time, and the same generator's
     // flows in it continue the first's.
-    cases.push(vec![&half, &mix]);
-    // Every packet a new flow in a two-flow table: an eviction per packet.
-    cases.push(vec!["--rules", "fixtures/rules/flow_eviction.toml", &flood]);
-    cases.push(vec![&flood]);
+    cases.push((vec![&half, &mix], true));
+    // Every packet a new flow in a two-flow table (an eviction per packet; its one rule,
+    // AI-host egress, matches none of them), and with the defaults.
+    cases.push((
+        vec!["--rules", "fixtures/rules/flow_eviction.toml", &flood],
+        false,
+    ));
+    cases.push((vec![&flood], true));
 
     let mut failures = Vec::new();
-    for args in &cases {
-        let first = read(args, &dir, false);
+    for (args, alerts) in &cases {
+        let free = read(args, &dir, false);
+        let what = format!("read {}", args.join(" "));
+        assert_eq!(free.status, i32::from(*alerts), "{what}: exit status");
         assert!(
-            first.alerts.len() > 1000 || args.contains(&"fixtures/rules/flow_eviction.toml"),
-            "read {}: too few alerts to mean anything ({} bytes)",
-            args.join(" "),
-            first.alerts.len()
+            !alerts || free.alerts.len() > 100_000,
+            "{what}: too few alerts to mean anything ({} bytes)",
+            free.alerts.len()
         );
-        assert!(
-            !first.flows.is_empty(),
-            "read {}: no flow records",
-            args.join(" ")
-        );
-        failures.extend(differs(args, &dir));
+        assert!(free.flows.len() > 100_000, "{what}: too few flow records");
+        failures.extend(differs(args, &dir, &free));
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+    let _ = std::fs::remove_dir_all(&dir);
+    // The other test may still use it; the last one out removes it.
+    let _ = std::fs::remove_dir(dir.parent().unwrap());
 }
