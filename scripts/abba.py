@@ -14,6 +14,7 @@ builds only within one run: the machine's speed moves between runs.
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -32,8 +33,20 @@ def main() -> int:
     ap.add_argument("capture")
     ap.add_argument("builds", nargs="+")
     a = ap.parse_args()
+    if a.runs < 1:
+        ap.error("-n must be at least 1")
+    builds = []
+    for b in a.builds:
+        path = os.path.realpath(b)
+        if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+            ap.error(f"{b}: not an executable file")
+        if path in builds:
+            ap.error(f"{b}: given twice")
+        builds.append(path)
+    if not os.path.isfile(a.capture):
+        ap.error(f"{a.capture}: no such file")
 
-    names = (["bare"] if a.bare else []) + a.builds
+    names = (["bare"] if a.bare else []) + builds
     if a.bare and not BARE.exists():
         sys.exit(f"{BARE} missing: cargo build --release --example bare_loop")
     results = {n: ([], [], []) for n in names}
@@ -49,17 +62,17 @@ def main() -> int:
                     cmd = [n, "read", "--quiet", "--alerts", alerts]
                     cmd += ["--rules", a.rules] if a.rules else []
                     cmd.append(a.capture)
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
                 t = time.perf_counter()
-                p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
-                _, status, ru = os.wait4(p.pid, 0)
+                code = subprocess.run(cmd, stdout=subprocess.DEVNULL).returncode
                 wall = time.perf_counter() - t
-                code = os.waitstatus_to_exitcode(status)
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
                 if code not in (0, 1):  # 1: alerts were found
                     sys.exit(f"{' '.join(cmd)}: exit status {code}")
                 w, u, s = results[n]
                 w.append(wall)
-                u.append(ru.ru_utime)
-                s.append(ru.ru_stime)
+                u.append(after.ru_utime - before.ru_utime)
+                s.append(after.ru_stime - before.ru_stime)
 
     med = statistics.median
     base = med(results["bare"][0]) if a.bare else None
