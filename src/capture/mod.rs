@@ -306,26 +306,23 @@ fn after_libpcap<'a>(
         *done = true;
         return Ok(None);
     }
-    let message = e.to_string();
-    let libpcap = CaptureError::Read {
+    let packet = *count + 1;
+    let read_error = |message: String| CaptureError::Read {
         file: name.to_string(),
-        packet: *count + 1,
-        message: message.clone(),
+        packet,
+        message,
     };
+    let message = e.to_string();
     if is_stdin(name) && LIBPCAP_PCAPNG_LIMITS.iter().any(|m| message.contains(m)) {
         *done = true;
-        return Err(CaptureError::Read {
-            file: name.to_string(),
-            packet: *count + 1,
-            message: format!(
-                "{message} (exfilwatch reads such pcapng files by path, not from \
-                 standard input: save it to a file first)"
-            ),
-        });
+        return Err(read_error(format!(
+            "{message} (exfilwatch reads such pcapng files by path, not from standard input: \
+             save it to a file first)"
+        )));
     }
     if !pcapng || is_stdin(name) || !libpcap_cannot(&message) {
         *done = true;
-        return Err(libpcap);
+        return Err(read_error(message));
     }
     match take_over(name, *count) {
         Some(reader) => {
@@ -334,7 +331,7 @@ fn after_libpcap<'a>(
         }
         None => {
             *done = true;
-            Err(libpcap)
+            Err(read_error(message))
         }
     }
 }
