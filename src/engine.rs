@@ -399,9 +399,11 @@ impl Engine {
     #[inline]
     fn sweep_limits(&mut self) {
         let now = self.flows.now();
-        match self.limits_swept {
-            Some(t) if now.since(t) < LIMITER_SWEEP_EVERY => {}
-            _ => self.sweep_limits_now(now),
+        if self
+            .limits_swept
+            .is_none_or(|t| now.since(t) >= LIMITER_SWEEP_EVERY)
+        {
+            self.sweep_limits_now(now);
         }
     }
 
