@@ -18,7 +18,7 @@
 //! a 64 KiB stdio buffer. The second ratio says what the rest of exfilwatch costs.
 //!
 //! Each thread's work alone, on one thread, as ratios to the bare loop: reading and decoding
-//! (the capture thread: the capture layer and `decode_append` into 1,024-summary batches), and
+//! (the capture thread: the capture layer and `decode_append` into the pipeline's batches), and
 //! the engine over those batches decoded beforehand (the engine thread, alerts to a file through
 //! the writer thread). exfilwatch's wall time cannot be below the larger of the two; the
 //! pipeline overlaps them on two cores.
@@ -28,6 +28,7 @@
 //! a new file, in the writer's 256 KiB writes), and bringing in as much fresh memory as
 //! exfilwatch's peak RSS (allocated and filled, so every page is faulted in once).
 
+use exfilwatch::pipeline::FILE_BATCH;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -63,7 +64,7 @@ fn buffered_loop(path: &Path) -> (u64, Duration) {
     (n, t.elapsed())
 }
 
-/// Reads and decodes `path` into 1,024-summary batches as the capture thread does, handing each
+/// Reads and decodes `path` into batches of [`FILE_BATCH`] as the capture thread does, handing each
 /// full batch, and the last one, to `full`; returns the records read.
 fn decode_batches(
     path: &Path,
@@ -72,13 +73,13 @@ fn decode_batches(
     use exfilwatch::decode::{decode_append, DecodeStats};
     let mut src =
         exfilwatch::capture::FileSource::open(path.to_str().unwrap()).expect("open capture");
-    let mut batch = Vec::with_capacity(1024);
+    let mut batch = Vec::with_capacity(FILE_BATCH);
     let mut stats = DecodeStats::default();
     let mut n = 0u64;
     while let Some(frame) = src.next_frame().expect("read") {
         n += 1;
         let _ = decode_append(&frame, &mut batch, &mut stats);
-        if batch.len() >= 1024 {
+        if batch.len() >= FILE_BATCH {
             full(&mut batch);
         }
     }
@@ -97,11 +98,11 @@ fn read_and_decode(path: &Path) -> (u64, Duration) {
     (n, t.elapsed())
 }
 
-/// Every summary of `path`, in the pipeline's 1,024-summary batches.
+/// Every summary of `path`, in the pipeline's batches.
 fn decoded_batches(path: &Path) -> Vec<Vec<exfilwatch::decode::PacketSummary>> {
     let mut batches = Vec::new();
     decode_batches(path, |b| {
-        batches.push(std::mem::replace(b, Vec::with_capacity(1024)))
+        batches.push(std::mem::replace(b, Vec::with_capacity(FILE_BATCH)))
     });
     batches
 }

@@ -31,7 +31,7 @@ const CHANNEL_BATCHES: usize = 64;
 /// Files: summaries per batch. Latency does not matter, and every hand-over to a waiting
 /// thread is a wake-up (an inter-processor interrupt, costly on a virtual machine: 5% of the
 /// capture thread's time with 256-summary batches on the 2M-packet mix).
-const FILE_BATCH: usize = 1024;
+pub const FILE_BATCH: usize = 1024;
 /// Files: batches in flight (64k summaries, 5.5 MiB). The engine sets the pace; with room for
 /// only 16 batches, the capture thread stopped on a full channel (17-32 ms of 0.3 s on the
 /// small-packet mix) and, woken late, left the engine waiting for batches (17-53 ms); with 64
