@@ -77,10 +77,12 @@ fn without_rate(summary: &str) -> String {
         .collect()
 }
 
-/// The lowest CPU this process may run on (a container's cpuset need not include CPU 0).
+/// The lowest CPU this process may run on (a container's cpuset need not include CPU 0),
+/// asked once.
 fn first_allowed_cpu() -> usize {
+    static CPU: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     // SAFETY: sched_getaffinity fills the set it is given; CPU_ISSET reads it.
-    unsafe {
+    *CPU.get_or_init(|| unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         assert_eq!(
             libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set),
@@ -91,7 +93,7 @@ fn first_allowed_cpu() -> usize {
         (0..libc::CPU_SETSIZE as usize)
             .find(|&c| libc::CPU_ISSET(c, &set))
             .expect("no CPU in this process's affinity mask")
-    }
+    })
 }
 
 /// Runs `exfilwatch read` with `args` and every output option, writing into `dir`; pinned to
