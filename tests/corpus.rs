@@ -17,6 +17,9 @@
 //!   the design does it (see [`TsharkFlows`]). Every accepted difference is listed in [`ACCEPTED`]
 //!   with its reason; an unlisted difference fails the test, and so does a listed one that no
 //!   longer occurs.
+//! - [`read_frames_gives_what_next_frame_gives`]: in-process, the capture layer's batched read
+//!   (`pcap_dispatch`, what the capture thread uses) gives every file exactly what reading it
+//!   frame by frame gives: the same frames, and the same end or located error, at any batch size.
 //! - [`tshark_rows_are_classified_and_deduplicated_per_flow`]: the differential test's own
 //!   helpers (tshark row reading, flow replay, pre-filter, timeout) on hand-written inputs.
 //!
@@ -33,7 +36,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{ci, par_map, run, tshark, Output};
+use common::{ci, par_map, read_frames_agrees, run, tshark, Output};
 
 const BIN: &str = env!("CARGO_BIN_EXE_exfilwatch");
 
@@ -149,6 +152,17 @@ fn corpus_is_read_without_panic_or_hang() {
         problems.len(),
         problems.join("\n")
     );
+}
+
+#[test]
+fn read_frames_gives_what_next_frame_gives() {
+    let Some(files) = corpus_files() else { return };
+    let results = par_map(&files, |p| read_frames_agrees(p));
+    let frames: usize = results.iter().map(|r| r.1).sum();
+    let problems: Vec<String> = results.into_iter().flat_map(|r| r.0).collect();
+    println!("{} corpus files, {frames} frames each way", files.len());
+    assert!(frames > 8_000, "only {frames} frames read");
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
 /// What one exfilwatch run on a corpus file must satisfy.

@@ -8,6 +8,10 @@
 //!   the packet count equals tshark's frame count;
 //! - [`file_source_hands_over_at_the_failing_packet`]: `FileSource` delivers libpcap's packets,
 //!   then ours from the packet libpcap stopped at, each with its own interface's link type;
+//! - [`read_frames_gives_what_next_frame_gives`]: the batched read the capture thread uses
+//!   (`pcap_dispatch`) gives every fixture capture, and every cut of a classic pcap and of a
+//!   multi-link pcapng file, exactly as `next_frame` one by one does: frames, the end or the
+//!   located error, the hand-over to our reader, at any batch size;
 //! - [`standard_input_keeps_libpcaps_error_with_a_hint`]: standard input cannot be read twice;
 //! - [`every_cut_of_a_multi_link_file_reads_a_prefix`]: the binary on every truncation of a
 //!   multi-link file (before and after the hand-over): never a panic; the alerts of the packets
@@ -23,8 +27,11 @@ use std::time::Duration;
 use exfilwatch::capture::FileSource;
 use exfilwatch::time::Timestamp;
 
+#[path = "../benches/mixgen.rs"]
+mod mixgen;
+
 mod common;
-use common::{par_map, run, tshark};
+use common::{par_map, read_frames_agrees, run, tshark};
 
 const BIN: &str = env!("CARGO_BIN_EXE_exfilwatch");
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -223,6 +230,41 @@ fn file_source_hands_over_at_the_failing_packet() {
     assert_eq!(seen, expected);
     assert_eq!(src.packets_read(), 9);
     assert!(matches!(src.next_frame(), Ok(None)));
+}
+
+#[test]
+fn read_frames_gives_what_next_frame_gives() {
+    let mut inputs: Vec<PathBuf> = std::fs::read_dir(fixture(""))
+        .expect("fixtures")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "pcap" || x == "pcapng"))
+        .collect();
+    inputs.sort();
+    assert!(inputs.len() >= 50, "{} fixture captures", inputs.len());
+    // A mix of several thousand packets: batches end at every size asked for, 1,024 included.
+    let mix = tmp("frames-mix.pcap");
+    let n = mixgen::span_mix(&mix, 5_000).expect("mix");
+    assert!(n >= 5_000);
+    inputs.push(mix.clone());
+    // Every cut of a classic pcap file (libpcap's errors inside a batch) and of the multi-link
+    // pcapng file (before, at and after the hand-over to our reader).
+    for name in ["flow_timeouts_custom.pcap", "pcapng_multi_link.pcapng"] {
+        let whole = std::fs::read(fixture(name)).expect("fixture");
+        for cut in 0..whole.len() {
+            let file = tmp(&format!("frames-cut-{cut:05}-{name}"));
+            std::fs::write(&file, &whole[..cut]).expect("cut file");
+            inputs.push(file);
+        }
+    }
+    let results = par_map(&inputs, |p| read_frames_agrees(p));
+    let frames: usize = results.iter().map(|r| r.1).sum();
+    let problems: Vec<String> = results.into_iter().flat_map(|r| r.0).collect();
+    println!("{} inputs, {frames} frames", inputs.len());
+    assert!(frames > 12_000, "only {frames} frames read");
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    for p in inputs.iter().filter(|p| p.starts_with(tmp(""))) {
+        let _ = std::fs::remove_file(p);
+    }
 }
 
 #[test]

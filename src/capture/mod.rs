@@ -5,7 +5,8 @@
 //! classic pcap (either byte order, micro- or nanosecond) and pcapng, from a path or from
 //! standard input (`-`), always at nanosecond precision. The end of a file is `Ok(None)`; a
 //! damaged record is an error naming the file and the packet number, after which the source is
-//! finished.
+//! finished. [`FileSource::read_frames`] gives the same frames a batch at a time (through
+//! `pcap_dispatch`), which is how the capture thread reads.
 //!
 //! libpcap reads every file, through a stdio stream we open with a 64 KiB buffer (`STDIO_BUF`)
 //! and hand it; but libpcap 1.10 stops on some valid pcapng files (interfaces of
@@ -245,22 +246,12 @@ impl FileSource {
         match self.cap.next_packet() {
             Ok(p) => {
                 self.count += 1;
-                // time_t and suseconds_t are i64 on the 64-bit targets we build for.
-                #[allow(clippy::unnecessary_cast)]
-                let (mut sec, frac) = (p.header.ts.tv_sec as i64, p.header.ts.tv_usec as i64);
-                // Classic pcap stores seconds as an unsigned 32-bit number (good until 2106);
-                // libpcap sign-extends it, turning 2038 and later into 1901. Undo that.
-                if sec < 0 && !self.pcapng {
-                    sec &= 0xffff_ffff;
-                }
-                let ts = Timestamp::from_parts(sec, frac);
-                Ok(Some(Frame {
-                    ts,
-                    linktype: self.linktype,
-                    orig_len: p.header.len,
-                    data: p.data,
-                    pcap_cnt: self.count,
-                }))
+                Ok(Some(libpcap_frame(
+                    &p,
+                    self.linktype,
+                    self.pcapng,
+                    self.count,
+                )))
             }
             Err(e) => after_libpcap(
                 e,
@@ -271,6 +262,86 @@ impl FileSource {
                 &mut self.done,
             ),
         }
+    }
+
+    /// Hands the next frames, at most `max` of them, to `f` in order, and returns how many:
+    /// 0 at the end of the file. What [`FileSource::next_frame`] would give one by one, with
+    /// the same errors; an error comes after the frames read before it were handed over.
+    ///
+    /// libpcap's frames come through `pcap_dispatch`, one call for up to `max` of them: asking
+    /// `pcap_next_ex` for each cost about 70 more instructions per packet in libpcap (a bare
+    /// counting loop over 200k small packets: 121 -> 107 M instructions, callgrind).
+    #[inline]
+    pub fn read_frames(
+        &mut self,
+        max: usize,
+        mut f: impl FnMut(Frame<'_>),
+    ) -> Result<usize, CaptureError> {
+        if max == 0 {
+            return Ok(0);
+        }
+        let mut n = 0usize;
+        if !self.done && self.own.is_none() {
+            let (linktype, pcapng, count) = (self.linktype, self.pcapng, &mut self.count);
+            let r = self.cap.dispatch(Some(max), |p| {
+                *count += 1;
+                n += 1;
+                f(libpcap_frame(&p, linktype, pcapng, *count));
+            });
+            match r {
+                Ok(_) if n > 0 => return Ok(n),
+                // The end of the file.
+                Ok(_) => {
+                    self.done = true;
+                    return Ok(0);
+                }
+                Err(e) => match after_libpcap(
+                    e,
+                    &self.name,
+                    self.pcapng,
+                    &mut self.own,
+                    &mut self.count,
+                    &mut self.done,
+                )? {
+                    Some(frame) => {
+                        f(frame);
+                        n += 1;
+                    }
+                    None => return Ok(n),
+                },
+            }
+        }
+        // Our pcapng reader (after a take-over), or nothing more.
+        while n < max {
+            match own_or_done(&mut self.own, &self.name, &mut self.count, &mut self.done)? {
+                Some(frame) => {
+                    f(frame);
+                    n += 1;
+                }
+                None => break,
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// The [`Frame`] of a packet libpcap delivered, the `count`th of its file.
+#[inline(always)]
+fn libpcap_frame<'a>(p: &pcap::Packet<'a>, linktype: i32, pcapng: bool, count: u64) -> Frame<'a> {
+    // time_t and suseconds_t are i64 on the 64-bit targets we build for.
+    #[allow(clippy::unnecessary_cast)]
+    let (mut sec, frac) = (p.header.ts.tv_sec as i64, p.header.ts.tv_usec as i64);
+    // Classic pcap stores seconds as an unsigned 32-bit number (good until 2106); libpcap
+    // sign-extends it, turning 2038 and later into 1901. Undo that.
+    if sec < 0 && !pcapng {
+        sec &= 0xffff_ffff;
+    }
+    Frame {
+        ts: Timestamp::from_parts(sec, frac),
+        linktype,
+        orig_len: p.header.len,
+        data: p.data,
+        pcap_cnt: count,
     }
 }
 

@@ -200,21 +200,25 @@ fn capture_files(
         // Packets per unsupported link type (several-link-type files only).
         let mut unsupported: BTreeMap<i32, u64> = BTreeMap::new();
         loop {
-            match src.next_frame() {
-                Ok(Some(frame)) => {
-                    t.packets += 1;
-                    t.bytes += u64::from(frame.orig_len);
-                    let r = decode::decode_append(&frame, &mut batch, &mut t.decode);
-                    if let Err(DecodeError::UnsupportedLinkType(lt)) = r {
-                        *unsupported.entry(lt).or_default() += 1;
-                    } else if r.is_ok() && batch.len() >= FILE_BATCH {
-                        let full = std::mem::replace(&mut batch, new_batch());
-                        if tx.send(Msg::Batch(full)).is_err() {
-                            return t;
-                        }
-                    }
+            // Up to the rest of the batch, so that a full batch is handed over between calls.
+            let room = FILE_BATCH.saturating_sub(batch.len()).max(1);
+            let r = src.read_frames(room, |frame| {
+                t.packets += 1;
+                t.bytes += u64::from(frame.orig_len);
+                let r = decode::decode_append(&frame, &mut batch, &mut t.decode);
+                if let Err(DecodeError::UnsupportedLinkType(lt)) = r {
+                    *unsupported.entry(lt).or_default() += 1;
                 }
-                Ok(None) => break,
+            });
+            if batch.len() >= FILE_BATCH {
+                let full = std::mem::replace(&mut batch, new_batch());
+                if tx.send(Msg::Batch(full)).is_err() {
+                    return t;
+                }
+            }
+            match r {
+                Ok(0) => break,
+                Ok(_) => {}
                 Err(e) => {
                     fail(&mut t, e);
                     break;

@@ -128,3 +128,96 @@ pub fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec
     results.sort_by_key(|(i, _)| *i);
     results.into_iter().map(|(_, r)| r).collect()
 }
+
+/// One frame as the capture layer gave it: number, link type, time, wire length, bytes.
+type FrameRecord = (u64, i32, String, u32, Vec<u8>);
+
+/// Everything `FileSource` gives for `path` one way of reading: the frames, then how it ended
+/// (`None` at the end of the file, else the error's text), and whether our pcapng reader took
+/// over. `batch` 0 reads with `next_frame`, else with `read_frames` of up to `batch` at a time.
+fn frames_of(path: &std::path::Path, batch: usize) -> (Vec<FrameRecord>, Option<String>, bool) {
+    use exfilwatch::capture::FileSource;
+    let mut frames = Vec::new();
+    let mut src = match FileSource::open(path.to_str().expect("UTF-8 path")) {
+        Ok(s) => s,
+        Err(e) => return (frames, Some(e.to_string()), false),
+    };
+    let record = |f: &exfilwatch::decode::Frame<'_>| {
+        (
+            f.pcap_cnt,
+            f.linktype,
+            f.ts.to_string(),
+            f.orig_len,
+            f.data.to_vec(),
+        )
+    };
+    let end = loop {
+        if batch == 0 {
+            match src.next_frame() {
+                Ok(Some(f)) => frames.push(record(&f)),
+                Ok(None) => break None,
+                Err(e) => break Some(e.to_string()),
+            }
+        } else {
+            let before = frames.len();
+            match src.read_frames(batch, |f| frames.push(record(&f))) {
+                Ok(n) => {
+                    assert_eq!(
+                        n,
+                        frames.len() - before,
+                        "{}: count returned",
+                        path.display()
+                    );
+                    assert!(
+                        n <= batch,
+                        "{}: {n} frames for at most {batch}",
+                        path.display()
+                    );
+                    if n == 0 {
+                        break None;
+                    }
+                }
+                Err(e) => break Some(e.to_string()),
+            }
+        }
+    };
+    // After the end (or an error) the source stays finished.
+    let again = if batch == 0 {
+        src.next_frame().map(|f| f.is_some())
+    } else {
+        src.read_frames(batch.max(1), |_| {}).map(|n| n > 0)
+    };
+    assert!(
+        matches!(again, Ok(false)),
+        "{}: read on after its end",
+        path.display()
+    );
+    (frames, end, src.took_over())
+}
+
+/// `FileSource::read_frames`, whatever the most it is asked for at a time, gives exactly what
+/// `next_frame` one by one gives for `path`: the same frames and the same end or error. Returns
+/// the differences found, and the frames read.
+pub fn read_frames_agrees(path: &std::path::Path) -> (Vec<String>, usize) {
+    let one_by_one = frames_of(path, 0);
+    let mut problems = Vec::new();
+    for batch in [1, 2, 7, 1024] {
+        let batched = frames_of(path, batch);
+        if batched != one_by_one {
+            let (a, b) = (&one_by_one, &batched);
+            let first = a.0.iter().zip(&b.0).position(|(x, y)| x != y);
+            problems.push(format!(
+                "{}: read_frames({batch}) gave {} frames, end {:?}, took over {}; next_frame \
+                 {} frames, end {:?}, took over {} (first differing frame: {first:?})",
+                path.display(),
+                b.0.len(),
+                b.1,
+                b.2,
+                a.0.len(),
+                a.1,
+                a.2,
+            ));
+        }
+    }
+    (problems, one_by_one.0.len())
+}
