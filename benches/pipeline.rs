@@ -52,20 +52,19 @@ fn bare_loop(path: &Path) -> (u64, Duration) {
     (n, t.elapsed())
 }
 
-/// The bare loop through exfilwatch's capture layer (libpcap with our stdio buffer).
+/// The bare loop through exfilwatch's capture layer (libpcap with our stdio buffer, frames
+/// through `pcap_dispatch` in batches, as the capture thread reads them).
 fn buffered_loop(path: &Path) -> (u64, Duration) {
     let t = Instant::now();
     let mut src =
         exfilwatch::capture::FileSource::open(path.to_str().unwrap()).expect("open capture");
     let mut n = 0u64;
-    while src.next_frame().expect("read").is_some() {
-        n += 1;
-    }
+    while src.read_frames(FILE_BATCH, |_| n += 1).expect("read") > 0 {}
     (n, t.elapsed())
 }
 
 /// Reads and decodes `path` into batches of [`FILE_BATCH`] as the capture thread does, handing each
-/// full batch, and the last one, to `full`; returns the records read.
+/// full batch, and the last one, to `full` (which empties it); returns the records read.
 fn decode_batches(
     path: &Path,
     mut full: impl FnMut(&mut Vec<exfilwatch::decode::PacketSummary>),
@@ -76,11 +75,19 @@ fn decode_batches(
     let mut batch = Vec::with_capacity(FILE_BATCH);
     let mut stats = DecodeStats::default();
     let mut n = 0u64;
-    while let Some(frame) = src.next_frame().expect("read") {
-        n += 1;
-        let _ = decode_append(&frame, &mut batch, &mut stats);
+    loop {
+        let room = FILE_BATCH.saturating_sub(batch.len()).max(1);
+        let read = src
+            .read_frames(room, |frame| {
+                n += 1;
+                let _ = decode_append(&frame, &mut batch, &mut stats);
+            })
+            .expect("read");
         if batch.len() >= FILE_BATCH {
             full(&mut batch);
+        }
+        if read == 0 {
+            break;
         }
     }
     full(&mut batch);
