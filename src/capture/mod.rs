@@ -480,17 +480,6 @@ impl LiveConfig {
     pub const DEFAULT_SNAPLEN: i32 = 256;
 }
 
-/// What a live read produced.
-#[derive(Debug)]
-pub enum LiveRead<'a> {
-    Frame(Frame<'a>),
-    /// The read timeout passed with no packet.
-    Timeout,
-    /// A packet that arrived before this socket joined its fanout group (another worker has
-    /// it); counted, not returned.
-    Skipped,
-}
-
 /// Counters libpcap keeps for a live capture (cumulative since it started).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct KernelStats {
@@ -595,8 +584,16 @@ impl LiveSource {
         self.linktype
     }
 
-    /// The next frame, or `Timeout` after the read timeout with no packet.
-    pub fn read(&mut self) -> Result<LiveRead<'_>, CaptureError> {
+    /// Hands the frames waiting now, at most `max` of them, to `f` in order, through one
+    /// `pcap_dispatch` call (per-packet `pcap_next_ex` calls cost more in libpcap, and the
+    /// capture loop's clock and flag checks then ran per packet). Returns how many packets were
+    /// read, those skipped before a fanout join included (counted, not handed over); 0 when
+    /// none was waiting, and then the next call first waits up to the read timeout for one.
+    pub fn read_frames(
+        &mut self,
+        max: usize,
+        mut f: impl FnMut(Frame<'_>),
+    ) -> Result<usize, CaptureError> {
         if self.idle {
             self.idle = false;
             let mut pfd = libc::pollfd {
@@ -607,31 +604,34 @@ impl LiveSource {
             // SAFETY: one valid pollfd; an error or EINTR (a signal) just ends the wait early.
             unsafe { libc::poll(&mut pfd, 1, self.timeout_ms) };
         }
-        match self.cap.next_packet() {
-            Ok(p) => {
-                self.count += 1;
-                #[allow(clippy::unnecessary_cast)]
-                let (sec, frac) = (p.header.ts.tv_sec as i64, p.header.ts.tv_usec as i64);
-                // The activation fell back to microseconds if nanoseconds were refused.
-                let nanos = if self.nano { frac } else { frac * 1000 };
-                let ts = Timestamp::from_parts(sec, nanos);
-                if self.skip_before.is_some_and(|t| ts < t) {
-                    self.skipped += 1;
-                    return Ok(LiveRead::Skipped);
-                }
-                Ok(LiveRead::Frame(Frame {
-                    ts,
-                    linktype: self.linktype,
-                    orig_len: p.header.len,
-                    data: p.data,
-                    pcap_cnt: self.count,
-                }))
+        let (linktype, nano, skip_before) = (self.linktype, self.nano, self.skip_before);
+        let (count, skipped) = (&mut self.count, &mut self.skipped);
+        let r = self.cap.dispatch(Some(max.max(1)), |p| {
+            *count += 1;
+            #[allow(clippy::unnecessary_cast)]
+            let (sec, frac) = (p.header.ts.tv_sec as i64, p.header.ts.tv_usec as i64);
+            // The activation fell back to microseconds if nanoseconds were refused.
+            let nanos = if nano { frac } else { frac * 1000 };
+            let ts = Timestamp::from_parts(sec, nanos);
+            if skip_before.is_some_and(|t| ts < t) {
+                *skipped += 1;
+                return;
             }
+            f(Frame {
+                ts,
+                linktype,
+                orig_len: p.header.len,
+                data: p.data,
+                pcap_cnt: *count,
+            });
+        });
+        match r {
             // Non-blocking: no packet waiting now.
-            Err(pcap::Error::TimeoutExpired) => {
+            Ok(0) => {
                 self.idle = true;
-                Ok(LiveRead::Timeout)
+                Ok(0)
             }
+            Ok(n) => Ok(n),
             Err(e) => Err(CaptureError::Read {
                 file: self.name.clone(),
                 packet: self.count + 1,

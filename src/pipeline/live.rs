@@ -22,7 +22,7 @@ use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendErro
 
 use super::{Msg, BATCH, CHANNEL_BATCHES};
 use crate::alert::Format;
-use crate::capture::{CaptureError, KernelStats, LiveRead, LiveSource};
+use crate::capture::{CaptureError, KernelStats, LiveSource};
 use crate::decode::{self, DecodeStats, PacketSummary};
 use crate::engine::{Engine, EngineStats};
 use crate::time::Timestamp;
@@ -477,22 +477,27 @@ fn capture_loop(
             break;
         }
         let mut idle = false;
-        match src.read() {
-            Ok(LiveRead::Frame(frame)) => {
-                quiet = 0;
-                c.packets += 1;
-                c.bytes += u64::from(frame.orig_len);
-                let was_empty = batch.is_empty();
-                if decode::decode_append(&frame, &mut batch, &mut c.decode).is_ok() && was_empty {
-                    batch_started = Instant::now();
-                }
-            }
+        let was_empty = batch.is_empty();
+        // Up to the rest of the batch, so that a full batch is handed over between reads.
+        let room = BATCH.saturating_sub(batch.len()).max(1);
+        let read = src.read_frames(room, |frame| {
+            c.packets += 1;
+            c.bytes += u64::from(frame.orig_len);
+            let _ = decode::decode_append(&frame, &mut batch, &mut c.decode);
+        });
+        match read {
             // Nothing more waiting: hand over what we have now rather than after the wait.
-            Ok(LiveRead::Timeout) => {
+            Ok(0) => {
                 idle = true;
                 quiet += 1;
             }
-            Ok(LiveRead::Skipped) => c.fanout_skipped = src.skipped(),
+            Ok(_) => {
+                quiet = 0;
+                c.fanout_skipped = src.skipped();
+                if was_empty && !batch.is_empty() {
+                    batch_started = Instant::now();
+                }
+            }
             Err(e) => {
                 error = Some(e);
                 break;
