@@ -6,7 +6,8 @@
 //! Each input is read twice: once as usual, and once with the process pinned to one CPU (the
 //! lowest it may use), where the capture, engine and writer threads take turns instead of
 //! overlapping, so batches reach the engine and records the writer at other moments. A run
-//! must exit 0, 1 or 2 (never a signal) and leave standard output empty (alerts go to a file).
+//! must exit 0, 1 or 2 (never a signal) and, when its alerts go to a file, leave standard
+//! output empty.
 //!
 //! - [`fixtures_give_the_same_bytes_every_run`]: every fixture capture with the embedded rules
 //!   (JSON and text alerts) and with every readable rule file of `fixtures/rules/` and
@@ -14,7 +15,8 @@
 //! - [`large_inputs_give_the_same_bytes_every_run`]: generated captures of hundreds of batches:
 //!   the benches' SPAN-like mix (default rules as JSON and as text, by-source volume, policy
 //!   and watch_many rules), two mixes read as one timeline, and a SYN flood with the default
-//!   rules and through a two-flow table (an eviction per packet).
+//!   rules and through a two-flow table (an eviction per packet); the mix and the flood also
+//!   from standard input with JSON alerts on standard output.
 
 #[path = "../benches/mixgen.rs"]
 mod mixgen;
@@ -23,7 +25,7 @@ mod common;
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_exfilwatch");
@@ -96,18 +98,28 @@ fn first_allowed_cpu() -> usize {
     })
 }
 
+/// Where a run reads its capture and writes its alerts.
+#[derive(Clone, Copy)]
+enum Io<'a> {
+    /// The captures named in the arguments; alerts to a file (`--alerts`).
+    Files,
+    /// This capture on standard input (the arguments name `-`); alerts to standard output.
+    Piped(&'a Path),
+}
+
 /// Runs `exfilwatch read` with `args` and every output option, writing into `dir`; pinned to
 /// one CPU when `pin`.
-fn read(args: &[&str], dir: &Path, pin: bool) -> Outputs {
+fn read(args: &[&str], io: Io<'_>, dir: &Path, pin: bool) -> Outputs {
     let (alerts, flows, report_json) = (dir.join("alerts"), dir.join("flows"), dir.join("rj"));
     for f in [&alerts, &flows, &report_json] {
         let _ = std::fs::remove_file(f);
     }
     let mut cmd = Command::new(BIN);
-    cmd.arg("read")
-        .arg("--alerts")
-        .arg(&alerts)
-        .arg("--flows")
+    cmd.arg("read");
+    if let Io::Files = io {
+        cmd.arg("--alerts").arg(&alerts);
+    }
+    cmd.arg("--flows")
         .arg(&flows)
         .arg("--report")
         .arg("--report-json")
@@ -129,15 +141,21 @@ fn read(args: &[&str], dir: &Path, pin: bool) -> Outputs {
         }
     }
     let what = format!("read {}", args.join(" "));
-    let out = common::run(&mut cmd, Duration::from_secs(120)).unwrap();
+    let stdin = match io {
+        Io::Files => Stdio::null(),
+        Io::Piped(capture) => Stdio::from(std::fs::File::open(capture).unwrap()),
+    };
+    let out = common::run_with_stdin(&mut cmd, stdin, Duration::from_secs(120)).unwrap();
     let status = match out.status.code() {
         Some(c @ 0..=2) => c,
         _ => panic!("{what}: {} (stderr: {})", out.status, out.stderr),
     };
-    assert!(
-        out.stdout.is_empty(),
-        "{what}: standard output not empty with --alerts"
-    );
+    if let Io::Files = io {
+        assert!(
+            out.stdout.is_empty(),
+            "{what}: standard output not empty with --alerts"
+        );
+    }
     let (summary, report) = match out.stderr.find(REPORT_HEADING) {
         Some(i) => (&out.stderr[..i], &out.stderr[i..]),
         None => (&out.stderr[..], ""),
@@ -145,7 +163,10 @@ fn read(args: &[&str], dir: &Path, pin: bool) -> Outputs {
     let slurp = |p: &Path| std::fs::read(p).unwrap_or_default();
     Outputs {
         status,
-        alerts: slurp(&alerts),
+        alerts: match io {
+            Io::Files => slurp(&alerts),
+            Io::Piped(_) => out.stdout,
+        },
         flows: slurp(&flows),
         report_json: slurp(&report_json),
         summary: without_rate(summary),
@@ -155,8 +176,8 @@ fn read(args: &[&str], dir: &Path, pin: bool) -> Outputs {
 
 /// Reads `args` once more, pinned, and names the outputs that differ from `free` (a run of
 /// the same arguments as usual).
-fn differs(args: &[&str], dir: &Path, free: &Outputs) -> Option<String> {
-    let (a, b) = (free, &read(args, dir, true));
+fn differs(args: &[&str], io: Io<'_>, dir: &Path, free: &Outputs) -> Option<String> {
+    let (a, b) = (free, &read(args, io, dir, true));
     if a == b {
         return None;
     }
@@ -210,11 +231,11 @@ fn fixtures_give_the_same_bytes_every_run() {
         let mut sets: Vec<Vec<&str>> = vec![vec![cap], vec!["--format", "text", cap]];
         sets.extend(rules.iter().map(|r| vec!["--rules", r.as_str(), cap]));
         for args in &sets {
-            let free = read(args, &dir, false);
+            let free = read(args, Io::Files, &dir, false);
             runs += 1;
             with_alerts += usize::from(!free.alerts.is_empty());
             with_flows += usize::from(!free.flows.is_empty());
-            failures.extend(differs(args, &dir, &free));
+            failures.extend(differs(args, Io::Files, &dir, &free));
         }
     }
     assert!(
@@ -246,30 +267,37 @@ fn large_inputs_give_the_same_bytes_every_run() {
     let s = |p: &Path| p.to_string_lossy().into_owned();
     let (mix, half, flood) = (s(&mix), s(&half), s(&flood));
 
-    // (arguments, whether alerts are expected)
-    let mut cases: Vec<(Vec<&str>, bool)> =
-        vec![(vec![&mix], true), (vec!["--format", "text", &mix], true)];
+    let (mix_path, flood_path) = (PathBuf::from(&mix), PathBuf::from(&flood));
+    // (arguments, input and alert output, whether alerts are expected)
+    let mut cases: Vec<(Vec<&str>, Io, bool)> = vec![
+        (vec![&mix], Io::Files, true),
+        (vec!["--format", "text", &mix], Io::Files, true),
+    ];
     for r in [
         "fixtures/rules/volume_by_src.toml",
         "fixtures/rules/policy.toml",
         "fixtures/rules/watch_many.toml",
     ] {
-        cases.push((vec!["--rules", r, &mix], true));
+        cases.push((vec!["--rules", r, &mix], Io::Files, true));
     }
     // Two files as one timeline; the second starts over in time, and the same generator's
     // flows in it continue the first's.
-    cases.push((vec![&half, &mix], true));
+    cases.push((vec![&half, &mix], Io::Files, true));
     // Every packet a new flow in a two-flow table (an eviction per packet; its one rule,
     // AI-host egress, matches none of them), and with the defaults.
     cases.push((
         vec!["--rules", "fixtures/rules/flow_eviction.toml", &flood],
+        Io::Files,
         false,
     ));
-    cases.push((vec![&flood], true));
+    cases.push((vec![&flood], Io::Files, true));
+    // A pipe in and out: the capture on standard input, JSON alerts on standard output.
+    cases.push((vec!["-"], Io::Piped(&mix_path), true));
+    cases.push((vec!["-"], Io::Piped(&flood_path), true));
 
     let mut failures = Vec::new();
-    for (args, alerts) in &cases {
-        let free = read(args, &dir, false);
+    for (args, io, alerts) in &cases {
+        let free = read(args, *io, &dir, false);
         let what = format!("read {}", args.join(" "));
         assert_eq!(free.status, i32::from(*alerts), "{what}: exit status");
         assert!(
@@ -278,7 +306,7 @@ fn large_inputs_give_the_same_bytes_every_run() {
             free.alerts.len()
         );
         assert!(free.flows.len() > 100_000, "{what}: too few flow records");
-        failures.extend(differs(args, &dir, &free));
+        failures.extend(differs(args, *io, &dir, &free));
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     let _ = std::fs::remove_dir_all(&dir);

@@ -28,9 +28,18 @@ pub struct Output {
 
 /// Runs `cmd` with piped output; kills it and fails after `timeout`.
 pub fn run(cmd: &mut Command, timeout: Duration) -> Result<Output, String> {
+    run_with_stdin(cmd, Stdio::null(), timeout)
+}
+
+/// [`run`] with `stdin` as the command's standard input.
+pub fn run_with_stdin(
+    cmd: &mut Command,
+    stdin: Stdio,
+    timeout: Duration,
+) -> Result<Output, String> {
     let what = format!("{cmd:?}");
     let mut child = cmd
-        .stdin(Stdio::null())
+        .stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
