@@ -233,11 +233,8 @@ impl FileSource {
         self.count
     }
 
-    /// The next frame, `Ok(None)` at the end of the file.
-    ///
-    /// Inlined, with everything but a packet from libpcap in `after_libpcap`: returned from
-    /// a call, the frame went through memory in pieces and was read back whole, which the CPU
-    /// cannot forward (a fifth of a read-and-decode loop's own samples on small packets).
+    /// The next frame, `Ok(None)` at the end of the file. (The capture thread reads with
+    /// [`FileSource::read_frames`]; this one-by-one form is what that is tested against.)
     #[inline]
     pub fn next_frame(&mut self) -> Result<Option<Frame<'_>>, CaptureError> {
         if self.done || self.own.is_some() {
@@ -345,7 +342,8 @@ fn libpcap_frame<'a>(p: &pcap::Packet<'a>, linktype: i32, pcapng: bool, count: u
     }
 }
 
-/// [`FileSource::next_frame`] once libpcap is out of the picture: the end, or our reader.
+/// The next frame once libpcap is out of the picture ([`FileSource::next_frame`],
+/// [`FileSource::read_frames`]): the end, or our reader.
 #[cold]
 #[inline(never)]
 fn own_or_done<'a>(
@@ -360,9 +358,10 @@ fn own_or_done<'a>(
     }
 }
 
-/// [`FileSource::next_frame`] after libpcap's `e`: the end of the file, an error (with a
-/// hint for pcapng on standard input), or our pcapng reader taking over where libpcap cannot
-/// go on. The source's fields are passed apart: libpcap's handle is still borrowed.
+/// The next frame after libpcap's `e` ([`FileSource::next_frame`], [`FileSource::read_frames`]):
+/// the end of the file, an error (with a hint for pcapng on standard input), or our pcapng
+/// reader taking over where libpcap cannot go on. The source's fields are passed apart:
+/// libpcap's handle is still borrowed.
 #[cold]
 #[inline(never)]
 fn after_libpcap<'a>(
@@ -584,11 +583,12 @@ impl LiveSource {
         self.linktype
     }
 
-    /// Hands the frames waiting now, at most `max` of them, to `f` in order, through one
-    /// `pcap_dispatch` call (per-packet `pcap_next_ex` calls cost more in libpcap, and the
-    /// capture loop's clock and flag checks then ran per packet). Returns how many packets were
-    /// read, those skipped before a fanout join included (counted, not handed over); 0 when
-    /// none was waiting, and then the next call first waits up to the read timeout for one.
+    /// Hands the frames waiting now, at most `max` of them (a `max` of 0 counts as 1), to `f`
+    /// in order, through one `pcap_dispatch` call (per-packet `pcap_next_ex` calls cost more in
+    /// libpcap, and the capture loop's clock and flag checks then ran per packet). Returns how
+    /// many packets were read, those skipped before a fanout join included (counted, not handed
+    /// over); 0 when none was waiting, and then the next call first waits up to the read
+    /// timeout for one.
     pub fn read_frames(
         &mut self,
         max: usize,
