@@ -232,6 +232,23 @@ fn file_source_hands_over_at_the_failing_packet() {
     assert!(matches!(src.next_frame(), Ok(None)));
 }
 
+/// A little-endian classic pcap file `pcap` with, after its `after`th record, a record header
+/// whose captured length (300,000 bytes) libpcap refuses; the records after it follow unchanged.
+fn with_refused_record(pcap: &[u8], after: usize) -> Vec<u8> {
+    assert_eq!(&pcap[..2], &[0xd4, 0xc3], "little-endian microsecond pcap");
+    let mut at = 24;
+    for _ in 0..after {
+        let caplen = u32::from_le_bytes(pcap[at + 8..at + 12].try_into().unwrap());
+        at += 16 + caplen as usize;
+    }
+    let mut out = pcap[..at].to_vec();
+    out.extend_from_slice(&pcap[at..at + 8]); // the next record's time
+    out.extend_from_slice(&300_000u32.to_le_bytes());
+    out.extend_from_slice(&300_000u32.to_le_bytes());
+    out.extend_from_slice(&pcap[at..]);
+    out
+}
+
 #[test]
 fn read_frames_gives_what_next_frame_gives() {
     let mut inputs: Vec<PathBuf> = std::fs::read_dir(fixture(""))
@@ -256,6 +273,15 @@ fn read_frames_gives_what_next_frame_gives() {
             inputs.push(file);
         }
     }
+    // The mix with a record libpcap refuses (a captured length of 300,000 bytes) after its
+    // 2,500th: libpcap could read on after that error, and neither way of reading may.
+    let refused = tmp("frames-mix-refused-record.pcap");
+    std::fs::write(
+        &refused,
+        with_refused_record(&std::fs::read(&mix).expect("mix"), 2_500),
+    )
+    .expect("refused-record file");
+    inputs.push(refused);
     let results = par_map(&inputs, |p| read_frames_agrees(p));
     let frames: usize = results.iter().map(|r| r.1).sum();
     let problems: Vec<String> = results.into_iter().flat_map(|r| r.0).collect();

@@ -1138,8 +1138,10 @@ impl Drop for TempFile {
 }
 
 /// Target `capture`: the input as a capture file, read through `FileSource` (libpcap, and our
-/// pcapng reader where libpcap gives up) to the end (or its first error), every frame decoded. The reading must end: no more frames than
-/// the file has room for (every pcap or pcapng record takes at least 12 bytes).
+/// pcapng reader where libpcap gives up) to the end (or its first error), every frame decoded.
+/// The reading must end: no more frames than the file has room for (every pcap or pcapng record
+/// takes at least 12 bytes). Read again a batch at a time (`read_frames`, as the capture thread
+/// reads, at a batch size taken from the input), it must give the same frames and the same end.
 pub fn capture(data: &[u8]) {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
@@ -1163,9 +1165,18 @@ pub fn capture(data: &[u8]) {
     let mut stats = DecodeStats::default();
     let bound = data.len() / 12 + 1;
     let mut frames = 0u64;
-    loop {
+    // (number, link type, time, wire length, bytes) of every frame, and how the reading ended.
+    let mut seen = Vec::new();
+    let end = loop {
         match src.next_frame() {
             Ok(Some(frame)) => {
+                seen.push((
+                    frame.pcap_cnt,
+                    frame.linktype,
+                    frame.ts,
+                    frame.orig_len,
+                    frame.data.to_vec(),
+                ));
                 frames += 1;
                 assert!(
                     frames as usize <= bound,
@@ -1184,19 +1195,47 @@ pub fn capture(data: &[u8]) {
                     "frame link type {frame_linktype} in a file of {linktype}"
                 );
             }
-            Ok(None) => break,
+            Ok(None) => break None,
             Err(e) => {
                 assert!(
                     e.to_string().contains(path),
                     "read error without the file: {e}"
                 );
-                break;
+                break Some(e.to_string());
             }
         }
-    }
+    };
     assert_eq!(src.packets_read(), frames, "packets_read");
     assert!(
         matches!(src.next_frame(), Ok(None)),
+        "a finished source yields more"
+    );
+
+    let max = 1 + usize::from(data.last().copied().unwrap_or(0) % 16);
+    let mut src = FileSource::open(path).expect("opened the first time");
+    let mut batched = Vec::new();
+    let batched_end = loop {
+        let before = batched.len();
+        match src.read_frames(max, |f| {
+            batched.push((f.pcap_cnt, f.linktype, f.ts, f.orig_len, f.data.to_vec()))
+        }) {
+            Ok(0) => break None,
+            Ok(n) => {
+                assert!(n <= max, "{n} frames for at most {max}");
+                assert_eq!(n, batched.len() - before, "read_frames' count");
+            }
+            Err(e) => break Some(e.to_string()),
+        }
+    };
+    assert!(
+        batched == seen,
+        "read_frames({max}) gave {} frames, next_frame {}",
+        batched.len(),
+        seen.len()
+    );
+    assert_eq!(batched_end, end, "read_frames({max}) ended otherwise");
+    assert!(
+        matches!(src.read_frames(max, |_| {}), Ok(0)),
         "a finished source yields more"
     );
 }
