@@ -36,7 +36,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{ci, par_map, read_frames_agrees, run, tshark, Output};
+use common::{ci, par_map, read_frames_agree, run, tshark, Output};
 
 const BIN: &str = env!("CARGO_BIN_EXE_exfilwatch");
 
@@ -157,12 +157,7 @@ fn corpus_is_read_without_panic_or_hang() {
 #[test]
 fn read_frames_gives_what_next_frame_gives() {
     let Some(files) = corpus_files() else { return };
-    let results = par_map(&files, |p| read_frames_agrees(p));
-    let frames: usize = results.iter().map(|r| r.1).sum();
-    let problems: Vec<String> = results.into_iter().flat_map(|r| r.0).collect();
-    println!("{} corpus files, {frames} frames each way", files.len());
-    assert!(frames > 8_000, "only {frames} frames read");
-    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    read_frames_agree(&files, 8_000);
 }
 
 /// What one exfilwatch run on a corpus file must satisfy.

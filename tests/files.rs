@@ -31,7 +31,7 @@ use exfilwatch::time::Timestamp;
 mod mixgen;
 
 mod common;
-use common::{par_map, read_frames_agrees, run, tshark};
+use common::{par_map, read_frames_agree, run, tshark};
 
 const BIN: &str = env!("CARGO_BIN_EXE_exfilwatch");
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -282,12 +282,7 @@ fn read_frames_gives_what_next_frame_gives() {
     )
     .expect("refused-record file");
     inputs.push(refused);
-    let results = par_map(&inputs, |p| read_frames_agrees(p));
-    let frames: usize = results.iter().map(|r| r.1).sum();
-    let problems: Vec<String> = results.into_iter().flat_map(|r| r.0).collect();
-    println!("{} inputs, {frames} frames", inputs.len());
-    assert!(frames > 12_000, "only {frames} frames read");
-    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    read_frames_agree(&inputs, 15_000);
     for p in inputs.iter().filter(|p| p.starts_with(tmp(""))) {
         let _ = std::fs::remove_file(p);
     }

@@ -204,10 +204,22 @@ fn frames_of(path: &std::path::Path, batch: usize) -> (Vec<FrameRecord>, Option<
     (frames, end, src.took_over())
 }
 
-/// `FileSource::read_frames`, whatever the most it is asked for at a time, gives exactly what
-/// `next_frame` one by one gives for `path`: the same frames and the same end or error. Returns
-/// the differences found, and the frames read.
-pub fn read_frames_agrees(path: &std::path::Path) -> (Vec<String>, usize) {
+/// Checks that `FileSource::read_frames`, whatever the most it is asked for at a time, gives
+/// exactly what `next_frame` one by one gives for each of `inputs` (in parallel): the same
+/// frames and the same end or error. Fails with every difference found, or when fewer than
+/// `min_frames` frames were read in all; returns the frames read.
+pub fn read_frames_agree(inputs: &[std::path::PathBuf], min_frames: usize) -> usize {
+    let results = par_map(inputs, |p| read_frames_agrees(p));
+    let frames: usize = results.iter().map(|r| r.1).sum();
+    let problems: Vec<String> = results.into_iter().flat_map(|r| r.0).collect();
+    println!("{} inputs, {frames} frames each way", inputs.len());
+    assert!(frames >= min_frames, "only {frames} frames read");
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    frames
+}
+
+/// [`read_frames_agree`] for one file: the differences found, and the frames read.
+fn read_frames_agrees(path: &std::path::Path) -> (Vec<String>, usize) {
     let one_by_one = frames_of(path, 0);
     let mut problems = Vec::new();
     for batch in [1, 2, 7, 1024] {
