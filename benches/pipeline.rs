@@ -76,7 +76,7 @@ fn decode_batches(
     let mut stats = DecodeStats::default();
     let mut n = 0u64;
     loop {
-        let room = FILE_BATCH.saturating_sub(batch.len()).max(1);
+        let room = FILE_BATCH.saturating_sub(batch.len());
         let read = src
             .read_frames(room, |frame| {
                 n += 1;

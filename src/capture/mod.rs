@@ -261,9 +261,10 @@ impl FileSource {
         }
     }
 
-    /// Hands the next frames, at most `max` of them, to `f` in order, and returns how many:
-    /// 0 at the end of the file. What [`FileSource::next_frame`] would give one by one, with
-    /// the same errors; an error comes after the frames read before it were handed over.
+    /// Hands the next frames, at most `max` of them (a `max` of 0 counts as 1, so that 0 comes
+    /// back only at the end), to `f` in order, and returns how many: 0 at the end of the file.
+    /// What [`FileSource::next_frame`] would give one by one, with the same errors; an error
+    /// comes after the frames read before it were handed over.
     ///
     /// libpcap's frames come through `pcap_dispatch`, one call for up to `max` of them: asking
     /// `pcap_next_ex` for each cost about 70 more instructions per packet in libpcap (a bare
@@ -274,9 +275,7 @@ impl FileSource {
         max: usize,
         mut f: impl FnMut(Frame<'_>),
     ) -> Result<usize, CaptureError> {
-        if max == 0 {
-            return Ok(0);
-        }
+        let max = max.max(1);
         let mut n = 0usize;
         if !self.done && self.own.is_none() {
             let (linktype, pcapng, count) = (self.linktype, self.pcapng, &mut self.count);
@@ -286,11 +285,10 @@ impl FileSource {
                 f(libpcap_frame(&p, linktype, pcapng, *count));
             });
             match r {
-                Ok(_) if n > 0 => return Ok(n),
-                // The end of the file.
                 Ok(_) => {
-                    self.done = true;
-                    return Ok(0);
+                    // None at all: the end of the file.
+                    self.done = n == 0;
+                    return Ok(n);
                 }
                 Err(e) => match after_libpcap(
                     e,

@@ -479,7 +479,7 @@ fn capture_loop(
         let mut idle = false;
         let was_empty = batch.is_empty();
         // Up to the rest of the batch, so that a full batch is handed over between reads.
-        let room = BATCH.saturating_sub(batch.len()).max(1);
+        let room = BATCH.saturating_sub(batch.len());
         let read = src.read_frames(room, |frame| {
             c.packets += 1;
             c.bytes += u64::from(frame.orig_len);

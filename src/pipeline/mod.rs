@@ -201,7 +201,7 @@ fn capture_files(
         let mut unsupported: BTreeMap<i32, u64> = BTreeMap::new();
         loop {
             // Up to the rest of the batch, so that a full batch is handed over between calls.
-            let room = FILE_BATCH.saturating_sub(batch.len()).max(1);
+            let room = FILE_BATCH.saturating_sub(batch.len());
             let r = src.read_frames(room, |frame| {
                 t.packets += 1;
                 t.bytes += u64::from(frame.orig_len);

@@ -194,7 +194,7 @@ fn frames_of(path: &std::path::Path, batch: usize) -> (Vec<FrameRecord>, Option<
     let again = if batch == 0 {
         src.next_frame().map(|f| f.is_some())
     } else {
-        src.read_frames(batch.max(1), |_| {}).map(|n| n > 0)
+        src.read_frames(batch, |_| {}).map(|n| n > 0)
     };
     assert!(
         matches!(again, Ok(false)),
