@@ -35,8 +35,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+// The batched-read check the fuzz target `capture` runs too.
+#[allow(dead_code)]
+#[path = "../fuzz/src/harness.rs"]
+mod harness;
+
 mod common;
-use common::{ci, par_map, read_frames_agree, run, tshark, Output};
+use common::{ci, par_map, run, tshark, Output};
 
 const BIN: &str = env!("CARGO_BIN_EXE_exfilwatch");
 
@@ -157,7 +162,7 @@ fn corpus_is_read_without_panic_or_hang() {
 #[test]
 fn read_frames_gives_what_next_frame_gives() {
     let Some(files) = corpus_files() else { return };
-    read_frames_agree(&files, 8_000);
+    harness::read_frames_agree(&files, 8_000);
 }
 
 /// What one exfilwatch run on a corpus file must satisfy.

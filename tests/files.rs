@@ -30,8 +30,13 @@ use exfilwatch::time::Timestamp;
 #[path = "../benches/mixgen.rs"]
 mod mixgen;
 
+// The batched-read check the fuzz target `capture` runs too.
+#[allow(dead_code)]
+#[path = "../fuzz/src/harness.rs"]
+mod harness;
+
 mod common;
-use common::{par_map, read_frames_agree, run, tshark};
+use common::{par_map, run, tshark};
 
 const BIN: &str = env!("CARGO_BIN_EXE_exfilwatch");
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -282,7 +287,7 @@ fn read_frames_gives_what_next_frame_gives() {
     )
     .expect("refused-record file");
     inputs.push(refused);
-    read_frames_agree(&inputs, 15_000);
+    harness::read_frames_agree(&inputs, 15_000);
     for p in inputs.iter().filter(|p| p.starts_with(tmp(""))) {
         let _ = std::fs::remove_file(p);
     }

@@ -1140,8 +1140,9 @@ impl Drop for TempFile {
 /// Target `capture`: the input as a capture file, read through `FileSource` (libpcap, and our
 /// pcapng reader where libpcap gives up) to the end (or its first error), every frame decoded.
 /// The reading must end: no more frames than the file has room for (every pcap or pcapng record
-/// takes at least 12 bytes). Read again a batch at a time (`read_frames`, as the capture thread
-/// reads, at a batch size taken from the input), it must give the same frames and the same end.
+/// takes at least 12 bytes). Read a batch at a time (`read_frames`, as the capture thread reads,
+/// at a batch size taken from the input), it must give the same frames and the same end
+/// ([`read_frames_differences`]).
 pub fn capture(data: &[u8]) {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
@@ -1165,18 +1166,9 @@ pub fn capture(data: &[u8]) {
     let mut stats = DecodeStats::default();
     let bound = data.len() / 12 + 1;
     let mut frames = 0u64;
-    // (number, link type, time, wire length, bytes) of every frame, and how the reading ended.
-    let mut seen = Vec::new();
-    let end = loop {
+    loop {
         match src.next_frame() {
             Ok(Some(frame)) => {
-                seen.push((
-                    frame.pcap_cnt,
-                    frame.linktype,
-                    frame.ts,
-                    frame.orig_len,
-                    frame.data.to_vec(),
-                ));
                 frames += 1;
                 assert!(
                     frames as usize <= bound,
@@ -1195,16 +1187,16 @@ pub fn capture(data: &[u8]) {
                     "frame link type {frame_linktype} in a file of {linktype}"
                 );
             }
-            Ok(None) => break None,
+            Ok(None) => break,
             Err(e) => {
                 assert!(
                     e.to_string().contains(path),
                     "read error without the file: {e}"
                 );
-                break Some(e.to_string());
+                break;
             }
         }
-    };
+    }
     assert_eq!(src.packets_read(), frames, "packets_read");
     assert!(
         matches!(src.next_frame(), Ok(None)),
@@ -1212,32 +1204,91 @@ pub fn capture(data: &[u8]) {
     );
 
     let max = 1 + usize::from(data.last().copied().unwrap_or(0) % 16);
-    let mut src = FileSource::open(path).expect("opened the first time");
-    let mut batched = Vec::new();
-    let batched_end = loop {
-        let before = batched.len();
-        match src.read_frames(max, |f| {
-            batched.push((f.pcap_cnt, f.linktype, f.ts, f.orig_len, f.data.to_vec()))
-        }) {
+    let (differences, _) = read_frames_differences(path, &[max]);
+    assert!(differences.is_empty(), "{}", differences.join("\n"));
+}
+
+/// One frame as `FileSource` gave it: number, link type, time, wire length, bytes.
+type FrameRecord = (u64, i32, Timestamp, u32, Vec<u8>);
+
+/// Everything `FileSource` gives for `path` read one way: the frames, how the reading ended
+/// (`None` at the end of the file, else the error's text) and whether our pcapng reader took
+/// over. `batch` 0 reads frame by frame (`next_frame`), else with `read_frames` of up to `batch`
+/// at a time. Panics when `read_frames` miscounts or a finished source reads on.
+fn frames_of(path: &str, batch: usize) -> (Vec<FrameRecord>, Option<String>, bool) {
+    let mut frames = Vec::new();
+    let mut src = match FileSource::open(path) {
+        Ok(s) => s,
+        Err(e) => return (frames, Some(e.to_string()), false),
+    };
+    let record = |f: &Frame<'_>| (f.pcap_cnt, f.linktype, f.ts, f.orig_len, f.data.to_vec());
+    let end = loop {
+        if batch == 0 {
+            match src.next_frame() {
+                Ok(Some(f)) => frames.push(record(&f)),
+                Ok(None) => break None,
+                Err(e) => break Some(e.to_string()),
+            }
+            continue;
+        }
+        let before = frames.len();
+        match src.read_frames(batch, |f| frames.push(record(&f))) {
             Ok(0) => break None,
             Ok(n) => {
-                assert!(n <= max, "{n} frames for at most {max}");
-                assert_eq!(n, batched.len() - before, "read_frames' count");
+                assert_eq!(n, frames.len() - before, "{path}: read_frames' count");
+                assert!(n <= batch, "{path}: {n} frames for at most {batch}");
             }
             Err(e) => break Some(e.to_string()),
         }
     };
-    assert!(
-        batched == seen,
-        "read_frames({max}) gave {} frames, next_frame {}",
-        batched.len(),
-        seen.len()
-    );
-    assert_eq!(batched_end, end, "read_frames({max}) ended otherwise");
-    assert!(
-        matches!(src.read_frames(max, |_| {}), Ok(0)),
-        "a finished source yields more"
-    );
+    let again = if batch == 0 {
+        src.next_frame().map(|f| f.is_some())
+    } else {
+        src.read_frames(batch, |_| {}).map(|n| n > 0)
+    };
+    assert!(matches!(again, Ok(false)), "{path}: read on after its end");
+    (frames, end, src.took_over())
+}
+
+/// How `FileSource::read_frames`, asked for up to each of `batches` frames at a time, differs
+/// from `next_frame` one by one on `path` (frames, end or error text, take-over): one line per
+/// batch size that differs. Also the frames read.
+pub fn read_frames_differences(path: &str, batches: &[usize]) -> (Vec<String>, usize) {
+    let one_by_one = frames_of(path, 0);
+    let mut differences = Vec::new();
+    for &batch in batches {
+        let (b, a) = (frames_of(path, batch), &one_by_one);
+        if b != *a {
+            let first = a.0.iter().zip(&b.0).position(|(x, y)| x != y);
+            differences.push(format!(
+                "{path}: read_frames({batch}) gave {} frames, end {:?}, took over {}; next_frame \
+                 {} frames, end {:?}, took over {} (first differing frame: {first:?})",
+                b.0.len(),
+                b.1,
+                b.2,
+                a.0.len(),
+                a.1,
+                a.2,
+            ));
+        }
+    }
+    (differences, one_by_one.0.len())
+}
+
+/// [`read_frames_differences`] at batch sizes 1, 2, 7 and 1,024 on each of `paths` (the tests'
+/// fixtures and corpus): panics naming every difference, or when fewer than `min_frames` frames
+/// were read in all.
+#[allow(dead_code)] // not a fuzz target: tests/files.rs and tests/corpus.rs call it
+pub fn read_frames_agree(paths: &[PathBuf], min_frames: usize) {
+    let (mut differences, mut frames) = (Vec::new(), 0);
+    for p in paths {
+        let (d, n) = read_frames_differences(&p.to_string_lossy(), &[1, 2, 7, 1024]);
+        differences.extend(d);
+        frames += n;
+    }
+    println!("{} inputs, {frames} frames each way", paths.len());
+    assert!(frames >= min_frames, "only {frames} frames read");
+    assert!(differences.is_empty(), "{}", differences.join("\n"));
 }
 
 // ---------------------------------------------------------------------------------------------
