@@ -197,31 +197,23 @@ fn differs(args: &[&str], io: Io<'_>, dir: &Path, free: &Outputs) -> Option<Stri
     ))
 }
 
-fn files_in(dir: &Path, ext: &[&str]) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(crate_dir().join(dir))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| ext.iter().any(|x| e == *x)))
-        .map(|p| {
-            p.strip_prefix(crate_dir())
-                .unwrap()
-                .to_string_lossy()
-                .into_owned()
-        })
-        .collect();
-    v.sort();
-    v
+/// [`common::files_in`] as strings, for arguments.
+fn files_in(dir: &str, ext: &[&str]) -> Vec<String> {
+    common::files_in(dir, ext)
+        .into_iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect()
 }
 
 #[test]
 fn fixtures_give_the_same_bytes_every_run() {
-    let captures = files_in(Path::new("fixtures"), &["pcap", "pcapng"]);
+    let captures = files_in("fixtures", &["pcap", "pcapng"]);
     // The bad_* rule files fail before reading (the fixture tests check their messages).
-    let mut rules: Vec<String> = files_in(Path::new("fixtures/rules"), &["toml"])
+    let mut rules: Vec<String> = files_in("fixtures/rules", &["toml"])
         .into_iter()
         .filter(|r| !r.contains("/bad_"))
         .collect();
-    rules.extend(files_in(Path::new("rules"), &["toml"]));
+    rules.extend(files_in("rules", &["toml"]));
     assert!(captures.len() >= 50, "fixtures missing: {captures:?}");
     assert!(rules.len() >= 10, "rule files missing: {rules:?}");
     let dir = work_dir("fixtures");

@@ -256,12 +256,10 @@ fn with_refused_record(pcap: &[u8], after: usize) -> Vec<u8> {
 
 #[test]
 fn read_frames_gives_what_next_frame_gives() {
-    let mut inputs: Vec<PathBuf> = std::fs::read_dir(fixture(""))
-        .expect("fixtures")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "pcap" || x == "pcapng"))
+    let mut inputs: Vec<PathBuf> = common::files_in("fixtures", &["pcap", "pcapng"])
+        .iter()
+        .map(|p| Path::new(env!("CARGO_MANIFEST_DIR")).join(p))
         .collect();
-    inputs.sort();
     assert!(inputs.len() >= 50, "{} fixture captures", inputs.len());
     // A mix of several thousand packets: batches end at every size asked for, 1,024 included.
     let mix = tmp("frames-mix.pcap");

@@ -137,3 +137,17 @@ pub fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec
     results.sort_by_key(|(i, _)| *i);
     results.into_iter().map(|(_, r)| r).collect()
 }
+
+/// The files in `dir` (relative to the crate) whose extension is one of `ext`, by name, as
+/// paths relative to the crate.
+pub fn files_in(dir: &str, ext: &[&str]) -> Vec<std::path::PathBuf> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut v: Vec<std::path::PathBuf> = std::fs::read_dir(root.join(dir))
+        .unwrap_or_else(|e| panic!("{dir}: {e}"))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| ext.iter().any(|x| e == *x)))
+        .map(|p| p.strip_prefix(root).unwrap().to_path_buf())
+        .collect();
+    v.sort();
+    v
+}
