@@ -13,6 +13,9 @@
 //!   multi-link pcapng file, exactly as `next_frame` one by one does: frames, the end or the
 //!   located error, the hand-over to our reader, at any batch size;
 //! - [`standard_input_keeps_libpcaps_error_with_a_hint`]: standard input cannot be read twice;
+//! - [`a_named_pipe_reads_as_its_file`]: a path that is a pipe (`<(zcat x.pcap.gz)` names one)
+//!   gives every fixture's alerts and exit status as the file does; a multi-link pcapng file
+//!   through it keeps libpcap's error, with the hint;
 //! - [`every_cut_of_a_multi_link_file_reads_a_prefix`]: the binary on every truncation of a
 //!   multi-link file (before and after the hand-over): never a panic; the alerts of the packets
 //!   before the cut and no others; exit 2 with the file and the packet number where it broke.
@@ -291,6 +294,108 @@ fn read_frames_gives_what_next_frame_gives() {
     }
 }
 
+/// Runs `exfilwatch read --quiet PATH` (JSON alerts on standard output) with `input`'s bytes
+/// written into a named pipe at PATH; the output's mentions of the pipe's path are replaced by
+/// `input`'s.
+fn read_through_pipe(input: &Path, fifo: &Path) -> common::Output {
+    let _ = std::fs::remove_file(fifo);
+    let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).expect("path");
+    // SAFETY: `c` is a NUL-terminated path.
+    assert_eq!(
+        unsafe { libc::mkfifo(c.as_ptr(), 0o600) },
+        0,
+        "mkfifo {fifo:?}"
+    );
+    let bytes = std::fs::read(input).expect("fixture");
+    let writer_path = fifo.to_path_buf();
+    let feeder = std::thread::spawn(move || {
+        // Opening blocks until exfilwatch opens the pipe; a reader that stops at an error
+        // closes it early (a broken pipe is expected then).
+        if let Ok(mut w) = std::fs::OpenOptions::new().write(true).open(writer_path) {
+            let _ = std::io::Write::write_all(&mut w, &bytes);
+        }
+    });
+    let mut out = run(
+        Command::new(BIN).args(["read", "--quiet"]).arg(fifo),
+        TIMEOUT,
+    )
+    .expect("exfilwatch on a pipe");
+    feeder.join().expect("feeder");
+    let _ = std::fs::remove_file(fifo);
+    let (from, to) = (fifo.to_string_lossy(), input.to_string_lossy());
+    out.stdout = String::from_utf8_lossy(&out.stdout)
+        .replace(&*from, &to)
+        .into_bytes();
+    out.stderr = out.stderr.replace(&*from, &to);
+    out
+}
+
+/// The fixtures our pcapng reader reads on in after libpcap stopped (or names the fault
+/// itself): it reads the file again from its start, which a pipe cannot give.
+const READ_ON_BY_US: &[&str] = &[
+    "pcapng_huge_block.pcapng",
+    "pcapng_multi_link.pcapng",
+    "pcapng_multi_link_cut_block.pcapng",
+    "pcapng_multi_link_cut_block_header.pcapng",
+    "pcapng_multi_link_first_unsupported.pcapng",
+    "pcapng_over_snaplen.pcapng",
+    "pcapng_sections_byte_orders.pcapng",
+    "pcapng_two_snaplens.pcapng",
+];
+
+#[test]
+fn a_named_pipe_reads_as_its_file() {
+    let inputs = common::files_in("fixtures", &["pcap", "pcapng"]);
+    assert!(inputs.len() >= 40, "{} fixture captures", inputs.len());
+    let fifo = tmp(&format!("pipe-{}", std::process::id()));
+    let mut with_alerts = 0;
+    for input in &inputs {
+        let direct = run(
+            Command::new(BIN).args(["read", "--quiet"]).arg(input),
+            TIMEOUT,
+        )
+        .expect("exfilwatch on the file");
+        let piped = read_through_pipe(input, &fifo);
+        let name = input.file_name().unwrap_or_default().to_string_lossy();
+        if READ_ON_BY_US.contains(&&*name) {
+            // libpcap's error (or, for a first interface we do not decode, the skip) stands,
+            // after the alerts of the packets before it.
+            let (p, d) = (
+                String::from_utf8_lossy(&piped.stdout),
+                String::from_utf8_lossy(&direct.stdout),
+            );
+            assert_eq!(piped.status.code(), Some(2), "{name}: {}", piped.stderr);
+            assert!(
+                piped.stderr.contains(&*input.to_string_lossy()),
+                "{}",
+                piped.stderr
+            );
+            assert!(d.starts_with(&*p), "{name}: {p}\n{d}");
+            assert!(p != d || piped.stderr != direct.stderr, "{name}: read on");
+            if name == "pcapng_multi_link.pcapng" {
+                assert!(
+                    piped.stderr.contains("packet 3:")
+                        && piped.stderr.contains("not from a pipe or device"),
+                    "{}",
+                    piped.stderr
+                );
+                assert_eq!(p.lines().count(), 1, "the alert of packet 1");
+            }
+            continue;
+        }
+        assert_eq!(
+            (piped.status.code(), String::from_utf8_lossy(&piped.stdout)),
+            (
+                direct.status.code(),
+                String::from_utf8_lossy(&direct.stdout)
+            ),
+            "{name}: through a pipe, then from the file"
+        );
+        with_alerts += usize::from(!direct.stdout.is_empty());
+    }
+    assert!(with_alerts >= 20, "{with_alerts} fixtures with alerts");
+}
+
 #[test]
 fn standard_input_keeps_libpcaps_error_with_a_hint() {
     let bytes = std::fs::read(fixture("pcapng_multi_link.pcapng")).expect("fixture");
@@ -313,7 +418,7 @@ fn standard_input_keeps_libpcaps_error_with_a_hint() {
     assert!(
         stderr.contains("-: packet 3:")
             && stderr.contains("different from the type of the first interface")
-            && stderr.contains("save it to a file first"),
+            && stderr.contains("not from standard input: save it to a file first"),
         "{stderr}"
     );
     // The alert of packet 1, read before the second interface appeared, is written.

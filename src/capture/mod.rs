@@ -11,16 +11,17 @@
 //! libpcap reads every file, through a stdio stream we open with a 64 KiB buffer (`STDIO_BUF`)
 //! and hand it; but libpcap 1.10 stops on some valid pcapng files (interfaces of
 //! different link types or snap lengths, a section in the other byte order, a record longer than
-//! the snap length). When it does on a pcapng file opened by path, our own reader
-//! ([`pcapng`]) reopens the file, passes over the packets libpcap already delivered and goes on
-//! from there, so packet numbers stay libpcap's (and Wireshark's frame numbers). Its frames then
-//! carry each packet's own interface's link type. Standard input cannot be read twice: there
-//! libpcap's error stands, with a hint.
+//! the snap length). When it does on a pcapng file that is a regular file, our own reader
+//! ([`pcapng`]) reads the same open file again from its start, passes over the packets libpcap
+//! already delivered and goes on from there, so packet numbers stay libpcap's (and Wireshark's
+//! frame numbers). Its frames then carry each packet's own interface's link type. Standard
+//! input, a pipe or a device cannot be read twice: there libpcap's error stands, with a hint.
+//! A path is opened once, so a pipe's bytes all go to libpcap.
 
 pub mod pcapng;
 
 use std::fs::File;
-use std::io::BufReader;
+use std::io::{BufReader, Seek, SeekFrom};
 use std::os::fd::{AsFd, IntoRawFd};
 
 use pcap::{Capture, Offline, Precision};
@@ -102,6 +103,9 @@ extern "C" {
         precision: libc::c_uint,
         errbuf: *mut libc::c_char,
     ) -> *mut libc::c_void;
+    // The file's format version as libpcap read it: 1 for pcapng (its section header's), 2 (or
+    // 543) for classic pcap.
+    fn pcap_major_version(p: *mut libc::c_void) -> libc::c_int;
 }
 
 /// Wraps a `pcap_t *` in the pcap crate's handle (through its public `From<NonNull<pcap_t>>`;
@@ -113,9 +117,20 @@ where
     Capture::from(p)
 }
 
+/// What [`open_offline`] opened.
+struct Opened {
+    cap: Capture<Offline>,
+    /// The stdio stream's buffer: must outlive the capture.
+    stdio_buf: Box<[u8]>,
+    /// The same open file as libpcap's, for our readers, when it is a regular file (not standard
+    /// input, a pipe or a device): the only kind that can be read again from its start.
+    file: Option<File>,
+}
+
 /// Opens `path` (`-`: standard input) for libpcap at nanosecond precision, through a stdio
-/// stream with a [`STDIO_BUF`] buffer of ours: the returned buffer must outlive the capture.
-fn open_offline(path: &str) -> Result<(Capture<Offline>, Box<[u8]>), String> {
+/// stream with a [`STDIO_BUF`] buffer of ours. The path is opened once: a second open of a pipe
+/// (`<(zcat x.pcap.gz)` names one) would take bytes from libpcap's stream.
+fn open_offline(path: &str) -> Result<Opened, String> {
     let fd: std::os::fd::OwnedFd = if is_stdin(path) {
         std::io::stdin()
             .as_fd()
@@ -123,6 +138,14 @@ fn open_offline(path: &str) -> Result<(Capture<Offline>, Box<[u8]>), String> {
             .map_err(|e| e.to_string())?
     } else {
         File::open(path).map_err(|e| e.to_string())?.into()
+    };
+    let file = if is_stdin(path) {
+        None
+    } else {
+        fd.try_clone()
+            .ok()
+            .map(File::from)
+            .filter(|f| f.metadata().is_ok_and(|m| m.is_file()))
     };
     let fd = fd.into_raw_fd();
     // SAFETY: `fd` is open and ours; fdopen takes it over (fclose closes it).
@@ -151,7 +174,11 @@ fn open_offline(path: &str) -> Result<(Capture<Offline>, Box<[u8]>), String> {
         p
     };
     match std::ptr::NonNull::new(handle) {
-        Some(p) => Ok((wrap_handle(p.cast()), buf)),
+        Some(p) => Ok(Opened {
+            cap: wrap_handle(p.cast()),
+            stdio_buf: buf,
+            file,
+        }),
         None => {
             // SAFETY: libpcap wrote a NUL-terminated message into `errbuf` (zeroed before).
             let msg = unsafe { std::ffi::CStr::from_ptr(errbuf.as_ptr()) };
@@ -169,6 +196,8 @@ pub struct FileSource {
     _stdio_buf: Box<[u8]>,
     /// Our pcapng reader, once libpcap could not go on.
     own: Option<Box<PcapngReader<BufReader<File>>>>,
+    /// The file libpcap reads, opened once (see [`Opened::file`]).
+    file: Option<File>,
     name: String,
     linktype: i32,
     count: u64,
@@ -180,24 +209,24 @@ pub struct FileSource {
 impl FileSource {
     /// Opens `path`; `-` is standard input.
     pub fn open(path: &str) -> Result<FileSource, CaptureError> {
-        let (cap, stdio_buf) = open_offline(path).map_err(|message| CaptureError::Open {
+        let Opened {
+            cap,
+            stdio_buf,
+            file,
+        } = open_offline(path).map_err(|message| CaptureError::Open {
             file: path.to_string(),
             message,
         })?;
         let linktype = cap.get_datalink().0;
         // pcapng keeps 64-bit timestamps (libpcap converts them faithfully); classic pcap's
-        // are unsigned 32-bit. Standard input is taken as classic (it cannot be peeked).
-        let pcapng = !is_stdin(path)
-            && std::fs::File::open(path)
-                .and_then(|mut f| {
-                    let mut magic = [0u8; 4];
-                    std::io::Read::read_exact(&mut f, &mut magic).map(|()| magic)
-                })
-                .is_ok_and(|m| m == [0x0a, 0x0d, 0x0d, 0x0a]);
+        // are unsigned 32-bit.
+        // SAFETY: `cap` is an open libpcap handle.
+        let pcapng = unsafe { pcap_major_version(cap.as_ptr().cast()) } == 1;
         Ok(FileSource {
             cap,
             _stdio_buf: stdio_buf,
             own: None,
+            file,
             name: path.to_string(),
             linktype,
             count: 0,
@@ -218,9 +247,10 @@ impl FileSource {
     }
 
     /// Whether the file may hold interfaces of other link types than [`FileSource::linktype`]
-    /// (a pcapng file opened by path, which our reader reads on when libpcap refuses them).
+    /// (a pcapng file that is a regular file, which our reader reads on when libpcap refuses
+    /// them).
     pub fn may_have_several_linktypes(&self) -> bool {
-        self.pcapng && !is_stdin(&self.name)
+        self.pcapng && self.file.is_some()
     }
 
     /// Whether our pcapng reader took over from libpcap.
@@ -253,6 +283,7 @@ impl FileSource {
             Err(e) => after_libpcap(
                 e,
                 &self.name,
+                self.file.as_ref(),
                 self.pcapng,
                 &mut self.own,
                 &mut self.count,
@@ -293,6 +324,7 @@ impl FileSource {
                 Err(e) => match after_libpcap(
                     e,
                     &self.name,
+                    self.file.as_ref(),
                     self.pcapng,
                     &mut self.own,
                     &mut self.count,
@@ -365,6 +397,7 @@ fn own_or_done<'a>(
 fn after_libpcap<'a>(
     e: pcap::Error,
     name: &str,
+    file: Option<&File>,
     pcapng: bool,
     own: &'a mut Option<Box<PcapngReader<BufReader<File>>>>,
     count: &mut u64,
@@ -381,18 +414,26 @@ fn after_libpcap<'a>(
         message,
     };
     let message = e.to_string();
-    if is_stdin(name) && LIBPCAP_PCAPNG_LIMITS.iter().any(|m| message.contains(m)) {
+    let Some(file) = file else {
         *done = true;
-        return Err(read_error(format!(
-            "{message} (exfilwatch reads such pcapng files by path, not from standard input: \
-             save it to a file first)"
-        )));
-    }
-    if !pcapng || is_stdin(name) || !libpcap_cannot(&message) {
+        if LIBPCAP_PCAPNG_LIMITS.iter().any(|m| message.contains(m)) {
+            let from = if is_stdin(name) {
+                "standard input"
+            } else {
+                "a pipe or device"
+            };
+            return Err(read_error(format!(
+                "{message} (exfilwatch reads such pcapng files from a regular file, not from \
+                 {from}: save it to a file first)"
+            )));
+        }
+        return Err(read_error(message));
+    };
+    if !pcapng || !libpcap_cannot(&message) {
         *done = true;
         return Err(read_error(message));
     }
-    match take_over(name, *count) {
+    match take_over(file, *count) {
         Some(reader) => {
             let own = own.insert(Box::new(reader));
             own_frame(own, name, count, done)
@@ -408,11 +449,12 @@ fn is_stdin(path: &str) -> bool {
     path == "-"
 }
 
-/// Our reader on `path`, past the `delivered` packets libpcap already gave; `None` if it cannot
-/// get there (it disagrees with libpcap about the start of the file), in which case libpcap's
-/// error stands.
-fn take_over(path: &str, delivered: u64) -> Option<PcapngReader<BufReader<File>>> {
-    let file = File::open(path).ok()?;
+/// Our reader on `file` (libpcap's, which it no longer reads), from its start and past the
+/// `delivered` packets libpcap already gave; `None` if it cannot get there (it disagrees with
+/// libpcap about the start of the file), in which case libpcap's error stands.
+fn take_over(file: &File, delivered: u64) -> Option<PcapngReader<BufReader<File>>> {
+    let mut file = file.try_clone().ok()?;
+    file.seek(SeekFrom::Start(0)).ok()?;
     let mut reader = PcapngReader::new(BufReader::with_capacity(1 << 16, file));
     while reader.packets_read() < delivered {
         match reader.next_packet() {
