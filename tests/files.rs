@@ -257,6 +257,103 @@ fn with_refused_record(pcap: &[u8], after: usize) -> Vec<u8> {
     out
 }
 
+/// `pcap` with a record longer than the file's snap length (but under libpcap's 256 KiB
+/// limit, so libpcap cuts it to the snap length and reads on) inserted after its `after`th.
+fn with_long_record(pcap: &[u8], after: usize) -> Vec<u8> {
+    assert_eq!(&pcap[..2], &[0xd4, 0xc3], "little-endian microsecond pcap");
+    let snaplen = u32::from_le_bytes(pcap[16..20].try_into().unwrap());
+    let long = snaplen + 1_000;
+    assert!(long <= 262_144, "snap length {snaplen}");
+    let mut at = 24;
+    for _ in 0..after {
+        let caplen = u32::from_le_bytes(pcap[at + 8..at + 12].try_into().unwrap());
+        at += 16 + caplen as usize;
+    }
+    let mut out = pcap[..at].to_vec();
+    out.extend_from_slice(&pcap[at..at + 8]); // the next record's time
+    out.extend_from_slice(&long.to_le_bytes());
+    out.extend_from_slice(&long.to_le_bytes());
+    out.extend((0..long).map(|i| i as u8));
+    out.extend_from_slice(&pcap[at..]);
+    out
+}
+
+/// Reads `path` to its end or error with [`FileSource::read_frames`]: (records read, of them
+/// read by our plain reader, the error).
+fn read_plainly(path: &Path) -> (u64, u64, Option<String>) {
+    let mut src = FileSource::open(&path.to_string_lossy()).expect("opens");
+    let err = loop {
+        match src.read_frames(1_024, |_| {}) {
+            Ok(0) => break None,
+            Ok(_) => {}
+            Err(e) => break Some(e.to_string()),
+        }
+    };
+    (src.packets_read(), src.plain_records(), err)
+}
+
+/// Records libpcap reads in `path` one by one (`next_frame`), to its end or error.
+fn libpcap_records(path: &Path) -> u64 {
+    let mut src = FileSource::open(&path.to_string_lossy()).expect("opens");
+    while let Ok(Some(_)) = src.next_frame() {}
+    src.packets_read()
+}
+
+#[test]
+fn plain_records_are_ours_until_one_is_not() {
+    // Classic pcap in both byte orders and both resolutions, cooked v1 (whose pseudo-header
+    // libpcap swaps, but only in files of the other byte order), empty records, time going
+    // back: every record is ours. (What the frames are is `read_frames_gives_what_next_frame_
+    // gives`'s to check; this shows which reader gave them.)
+    for name in [
+        "pcap_be_micro.pcap",
+        "pcap_be_nanos.pcap",
+        "pcap_le_nanos.pcap",
+        "link_sll.pcap",
+        "zero_length_record.pcap",
+        "time_backwards.pcap",
+        "reference-layout.pcap",
+    ] {
+        let path = fixture(name);
+        let n = libpcap_records(&path);
+        assert!(n >= 4, "{name}: {n} records");
+        assert_eq!(read_plainly(&path), (n, n, None), "{name}");
+    }
+    // A record cut short by the end of the file: libpcap reads it, and its error stands.
+    let (read, plain, err) = read_plainly(&fixture("corrupt_truncated_record.pcap"));
+    assert_eq!((read, plain), (1, 1));
+    let err = err.expect("an error");
+    assert!(
+        err.contains("packet 2: libpcap error: truncated dump file"),
+        "{err}"
+    );
+    // A record over the snap length from the first: all libpcap's.
+    let path = fixture("over_snaplen.pcap");
+    assert_eq!(read_plainly(&path), (libpcap_records(&path), 0, None));
+
+    let mix = tmp("plain-mix.pcap");
+    let n = mixgen::span_mix(&mix, 3_000).expect("mix") as u64;
+    assert_eq!(read_plainly(&mix), (n, n, None));
+    let bytes = std::fs::read(&mix).expect("mix");
+    // A record libpcap cuts to the snap length after the 1,500th: libpcap reads from it on.
+    let long = tmp("plain-mix-long-record.pcap");
+    std::fs::write(&long, with_long_record(&bytes, 1_500)).expect("write");
+    assert_eq!(read_plainly(&long), (n + 1, 1_500, None));
+    // A record libpcap refuses after the 1,500th: its error, at packet 1,501.
+    let refused = tmp("plain-mix-refused-record.pcap");
+    std::fs::write(&refused, with_refused_record(&bytes, 1_500)).expect("write");
+    let (read, plain, err) = read_plainly(&refused);
+    assert_eq!((read, plain), (1_500, 1_500));
+    let err = err.expect("an error");
+    assert!(
+        err.contains("packet 1501: libpcap error: invalid packet capture length 300000"),
+        "{err}"
+    );
+    for p in [mix, long, refused] {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
 #[test]
 fn read_frames_gives_what_next_frame_gives() {
     let mut inputs: Vec<PathBuf> = common::files_in("fixtures", &["pcap", "pcapng"])
@@ -288,7 +385,15 @@ fn read_frames_gives_what_next_frame_gives() {
     )
     .expect("refused-record file");
     inputs.push(refused);
-    harness::read_frames_agree(&inputs, 15_000);
+    // And with a record libpcap cuts to the snap length: our plain reader hands it back.
+    let long = tmp("frames-mix-long-record.pcap");
+    std::fs::write(
+        &long,
+        with_long_record(&std::fs::read(&mix).expect("mix"), 2_500),
+    )
+    .expect("long-record file");
+    inputs.push(long);
+    harness::read_frames_agree(&inputs, 20_000);
     for p in inputs.iter().filter(|p| p.starts_with(tmp(""))) {
         let _ = std::fs::remove_file(p);
     }

@@ -8,8 +8,12 @@
 //! finished. [`FileSource::read_frames`] gives the same frames a batch at a time (through
 //! `pcap_dispatch`), which is how the capture thread reads.
 //!
-//! libpcap reads every file, through a stdio stream we open with a 64 KiB buffer (`STDIO_BUF`)
-//! and hand it; but libpcap 1.10 stops on some valid pcapng files (interfaces of
+//! libpcap opens every file, through a stdio stream we open with a 64 KiB buffer (`STDIO_BUF`)
+//! and hand it. In a classic pcap file that is a regular file, the records libpcap would only
+//! copy out as they are are read by us ([`plain`]: their bytes handed out where they lie in our
+//! read buffer, about 400 instructions a packet less than libpcap's two `fread`s); at the first
+//! record that is not plain, libpcap reads on from there, past the records we delivered. libpcap
+//! 1.10 stops on some valid pcapng files (interfaces of
 //! different link types or snap lengths, a section in the other byte order, a record longer than
 //! the snap length). When it does on a pcapng file that is a regular file, our own reader
 //! ([`pcapng`]) reads the same open file again from its start, passes over the packets libpcap
@@ -19,6 +23,7 @@
 //! A path is opened once, so a pipe's bytes all go to libpcap.
 
 pub mod pcapng;
+mod plain;
 
 use std::fs::File;
 use std::io::{BufReader, Seek, SeekFrom};
@@ -30,6 +35,7 @@ use crate::decode::Frame;
 use crate::time::Timestamp;
 
 use self::pcapng::PcapngReader;
+use self::plain::{Next, PlainPcap};
 
 /// A capture-layer failure, located.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -106,6 +112,8 @@ extern "C" {
     // The file's format version as libpcap read it: 1 for pcapng (its section header's), 2 (or
     // 543) for classic pcap.
     fn pcap_major_version(p: *mut libc::c_void) -> libc::c_int;
+    // The snap length libpcap took from a file's header (and cuts records to).
+    fn pcap_snapshot(p: *mut libc::c_void) -> libc::c_int;
 }
 
 /// Wraps a `pcap_t *` in the pcap crate's handle (through its public `From<NonNull<pcap_t>>`;
@@ -198,6 +206,11 @@ pub struct FileSource {
     own: Option<Box<PcapngReader<BufReader<File>>>>,
     /// The file libpcap reads, opened once (see [`Opened::file`]).
     file: Option<File>,
+    /// Our reader of plain classic pcap records, while they are plain: until it is dropped,
+    /// libpcap has read only the file header (see [`plain`]).
+    plain: Option<PlainPcap>,
+    /// Records our plain reader delivered, once it is dropped.
+    plain_records: u64,
     name: String,
     linktype: i32,
     count: u64,
@@ -222,11 +235,19 @@ impl FileSource {
         // are unsigned 32-bit.
         // SAFETY: `cap` is an open libpcap handle.
         let pcapng = unsafe { pcap_major_version(cap.as_ptr().cast()) } == 1;
+        // SAFETY: as above.
+        let snapshot = unsafe { pcap_snapshot(cap.as_ptr().cast()) };
+        let plain = file
+            .as_ref()
+            .filter(|_| !pcapng)
+            .and_then(|f| PlainPcap::new(f, linktype, snapshot));
         Ok(FileSource {
             cap,
             _stdio_buf: stdio_buf,
             own: None,
             file,
+            plain,
+            plain_records: 0,
             name: path.to_string(),
             linktype,
             count: 0,
@@ -263,10 +284,23 @@ impl FileSource {
         self.count
     }
 
+    /// Of [`FileSource::packets_read`], the records our plain classic-pcap reader delivered
+    /// (the rest came from libpcap or our pcapng reader).
+    pub fn plain_records(&self) -> u64 {
+        if self.plain.is_some() {
+            self.count
+        } else {
+            self.plain_records
+        }
+    }
+
     /// The next frame, `Ok(None)` at the end of the file. (The capture thread reads with
     /// [`FileSource::read_frames`]; this one-by-one form is what that is tested against.)
     #[inline]
     pub fn next_frame(&mut self) -> Result<Option<Frame<'_>>, CaptureError> {
+        if self.plain.is_some() {
+            self.leave_plain();
+        }
         if self.done || self.own.is_some() {
             return own_or_done(&mut self.own, &self.name, &mut self.count, &mut self.done);
         }
@@ -308,9 +342,31 @@ impl FileSource {
     ) -> Result<usize, CaptureError> {
         let max = max.max(1);
         let mut n = 0usize;
+        if let Some(plain) = &mut self.plain {
+            while n < max {
+                match plain.next(self.count + 1) {
+                    Next::Frame(frame) => {
+                        self.count += 1;
+                        n += 1;
+                        f(frame);
+                    }
+                    Next::End => {
+                        self.done = n == 0;
+                        return Ok(n);
+                    }
+                    Next::NotPlain => {
+                        self.leave_plain();
+                        break;
+                    }
+                }
+            }
+            if n == max {
+                return Ok(n);
+            }
+        }
         if !self.done && self.own.is_none() {
             let (linktype, pcapng, count) = (self.linktype, self.pcapng, &mut self.count);
-            let r = self.cap.dispatch(Some(max), |p| {
+            let r = self.cap.dispatch(Some(max - n), |p| {
                 *count += 1;
                 n += 1;
                 f(libpcap_frame(&p, linktype, pcapng, *count));
@@ -349,6 +405,30 @@ impl FileSource {
             }
         }
         Ok(n)
+    }
+}
+
+impl FileSource {
+    /// Hands the file back to libpcap, past the records our plain reader delivered (libpcap
+    /// has read only the file header so far).
+    #[cold]
+    #[inline(never)]
+    fn leave_plain(&mut self) {
+        self.plain = None;
+        self.plain_records = self.count;
+        let mut skipped = 0u64;
+        while skipped < self.count {
+            let want = (self.count - skipped).min(i32::MAX as u64) as usize;
+            match self.cap.dispatch(Some(want), |_| skipped += 1) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        if skipped != self.count {
+            // libpcap disagrees about records it already read as plain: cannot happen for the
+            // files [`PlainPcap::new`] accepts; stop rather than give frames twice.
+            self.done = true;
+        }
     }
 }
 

@@ -1,0 +1,220 @@
+//! Plain records of a classic pcap file, read by us instead of by libpcap.
+//!
+//! libpcap reads a record with two `fread` calls (its header, then its bytes) into a buffer of
+//! its own: about 430 instructions per packet in libpcap and stdio on a small-packet capture,
+//! more than decoding it. For the records where libpcap does nothing but that, this reader
+//! hands out the bytes where they lie in its own read buffer. Everything else stays libpcap's:
+//! the file header is checked by libpcap first ([`PlainPcap::new`] only accepts what libpcap
+//! opened, in the common forms), and at the first record that is not plain (longer than the snap
+//! length, cut short by the end of the file, a read error) the reader stops and
+//! [`super::FileSource`] hands the file back to libpcap past the records already delivered, so
+//! libpcap reads that record and its error messages stay libpcap's.
+//!
+//! A plain record, in what libpcap 1.10 does with it (`sf-pcap.c`, `pcap_next_packet`): a file
+//! of version 2.4 (so lengths never swapped), magic `0xa1b2c3d4` or `0xa1b23c4d` in either byte
+//! order (the patched-header variant `0xa1b2cd34` stays libpcap's), a captured length no larger
+//! than the snap length libpcap took from the header, and a link type whose records libpcap
+//! passes on unchanged (the pseudo-headers it byte-swaps in files of the other byte order, and
+//! Linux USB's length fix-up, stay libpcap's). Times are read as libpcap reads them (see
+//! [`PlainPcap::next`]) and scaled to nanoseconds as libpcap does at nanosecond precision.
+//! `tests/files.rs` and `tests/corpus.rs` check every fixture, every cut of them and every
+//! corpus file frame by frame against libpcap's own reading.
+
+use std::fs::File;
+use std::io::ErrorKind;
+use std::os::unix::fs::FileExt;
+
+use crate::decode::Frame;
+use crate::time::Timestamp;
+
+/// Classic pcap magic numbers: microsecond and nanosecond timestamps.
+const MAGIC_US: u32 = 0xa1b2_c3d4;
+const MAGIC_NS: u32 = 0xa1b2_3c4d;
+/// The file header's and a record header's size.
+const FILE_HEADER: usize = 24;
+const RECORD_HEADER: usize = 16;
+/// What one read(2) asks for (the size libpcap's stdio stream reads through: see
+/// `super::STDIO_BUF`).
+const READ_SIZE: usize = 64 * 1024;
+
+/// libpcap's DLT values whose records it may change after reading them (`pcap_post_process`).
+const DLT_LINUX_SLL: i32 = 113;
+const DLT_PFLOG: i32 = 117;
+const DLT_USB_LINUX: i32 = 189;
+const DLT_USB_LINUX_MMAPPED: i32 = 220;
+const DLT_NFLOG: i32 = 239;
+const DLT_LINUX_SLL2: i32 = 276;
+/// libpcap's DLT values with a record size limit above 256 KiB (`max_snaplen_for_dlt`).
+const DLT_DBUS: i32 = 231;
+const DLT_USBPCAP: i32 = 249;
+const DLT_EBHSCR: i32 = 279;
+
+/// The reader: `buf[pos..end]` is read and not yet handed out.
+pub(super) struct PlainPcap {
+    /// libpcap's open file (a dup), read with `pread` at `offset` so that libpcap's own file
+    /// position stays where its stream left it.
+    file: File,
+    offset: u64,
+    buf: Vec<u8>,
+    pos: usize,
+    end: usize,
+    swapped: bool,
+    /// Multiplier of the record's fraction to nanoseconds (1000 for microsecond files).
+    scale: i64,
+    snapshot: u32,
+    linktype: i32,
+    /// The file ended (read(2) gave 0).
+    eof: bool,
+}
+
+/// What [`PlainPcap::next`] found.
+pub(super) enum Next<'a> {
+    Frame(Frame<'a>),
+    /// The end of the file, at a record boundary.
+    End,
+    /// A record that is not plain (or a read error): libpcap is to read on from here.
+    NotPlain,
+}
+
+impl PlainPcap {
+    /// A reader of `file` (the regular file libpcap opened) past its file header, if the file
+    /// is classic pcap in a form this reader reads and `dlt` (libpcap's link type for it) is
+    /// one whose records libpcap leaves as they are; `snapshot` is libpcap's snap length for
+    /// the file.
+    pub(super) fn new(file: &File, dlt: i32, snapshot: i32) -> Option<PlainPcap> {
+        let file = file.try_clone().ok()?;
+        let mut header = [0u8; FILE_HEADER];
+        file.read_exact_at(&mut header, 0).ok()?;
+        let word = |i: usize| [header[i], header[i + 1], header[i + 2], header[i + 3]];
+        let (swapped, nano) = match (
+            u32::from_ne_bytes(word(0)),
+            u32::from_ne_bytes(word(0)).swap_bytes(),
+        ) {
+            (MAGIC_US, _) => (false, false),
+            (MAGIC_NS, _) => (false, true),
+            (_, MAGIC_US) => (true, false),
+            (_, MAGIC_NS) => (true, true),
+            _ => return None,
+        };
+        let half = |i: usize| {
+            let v = u16::from_ne_bytes([header[i], header[i + 1]]);
+            if swapped {
+                v.swap_bytes()
+            } else {
+                v
+            }
+        };
+        if (half(4), half(6)) != (2, 4) {
+            return None;
+        }
+        let changed_by_libpcap = matches!(dlt, DLT_USB_LINUX_MMAPPED)
+            || (swapped
+                && matches!(
+                    dlt,
+                    DLT_PFLOG | DLT_LINUX_SLL | DLT_LINUX_SLL2 | DLT_USB_LINUX | DLT_NFLOG
+                ));
+        if changed_by_libpcap || matches!(dlt, DLT_DBUS | DLT_USBPCAP | DLT_EBHSCR) {
+            return None;
+        }
+        let snapshot = u32::try_from(snapshot).ok().filter(|&s| s > 0)?;
+        Some(PlainPcap {
+            file,
+            offset: FILE_HEADER as u64,
+            buf: vec![0; READ_SIZE],
+            pos: 0,
+            end: 0,
+            swapped,
+            scale: if nano { 1 } else { 1000 },
+            snapshot,
+            linktype: dlt,
+            eof: false,
+        })
+    }
+
+    /// The next record as the `count`th frame of the file.
+    #[inline(always)]
+    pub(super) fn next(&mut self, count: u64) -> Next<'_> {
+        if self.end - self.pos < RECORD_HEADER && !self.fill(RECORD_HEADER) {
+            return self.short();
+        }
+        let h = &self.buf[self.pos..self.pos + RECORD_HEADER];
+        let word = |i: usize| {
+            let v = u32::from_ne_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
+            if self.swapped {
+                v.swap_bytes()
+            } else {
+                v
+            }
+        };
+        let (sec, frac, caplen, len) = (word(0), word(4), word(8), word(12));
+        if caplen > self.snapshot {
+            return Next::NotPlain;
+        }
+        let need = RECORD_HEADER + caplen as usize;
+        if self.end - self.pos < need && !self.fill(need) {
+            return self.short();
+        }
+        let start = self.pos + RECORD_HEADER;
+        self.pos += need;
+        // libpcap keeps a record's 32-bit fraction signed in a file of this machine's byte
+        // order and unsigned in one of the other (its `SWAPLONG` works on unsigned numbers);
+        // seconds are unsigned either way once `super::libpcap_frame` has undone the sign
+        // extension. (A fraction of a second at or above 2^31 is a damaged record, but libpcap
+        // hands it on and so do we.)
+        let frac = if self.swapped {
+            i64::from(frac)
+        } else {
+            i64::from(frac as i32)
+        };
+        Next::Frame(Frame {
+            ts: Timestamp::from_parts(i64::from(sec), frac * self.scale),
+            linktype: self.linktype,
+            orig_len: len,
+            data: &self.buf[start..start + caplen as usize],
+            pcap_cnt: count,
+        })
+    }
+
+    /// The end of the file if nothing is left over, else a cut record for libpcap to report.
+    #[cold]
+    fn short(&self) -> Next<'_> {
+        if self.eof && self.pos == self.end {
+            Next::End
+        } else {
+            Next::NotPlain
+        }
+    }
+
+    /// Reads until `need` bytes past `pos` are in the buffer; false if the file ends (or fails)
+    /// first.
+    #[cold]
+    #[inline(never)]
+    fn fill(&mut self, need: usize) -> bool {
+        self.buf.copy_within(self.pos..self.end, 0);
+        self.end -= self.pos;
+        self.pos = 0;
+        if self.buf.len() < need {
+            self.buf.resize(need.next_multiple_of(READ_SIZE), 0);
+        }
+        while self.end < need {
+            if self.eof {
+                return false;
+            }
+            let room = (self.buf.len() - self.end).min(READ_SIZE.max(need - self.end));
+            match self
+                .file
+                .read_at(&mut self.buf[self.end..self.end + room], self.offset)
+            {
+                Ok(0) => self.eof = true,
+                Ok(n) => {
+                    self.end += n;
+                    self.offset += n as u64;
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                // libpcap reads on from here and meets the error itself.
+                Err(_) => return false,
+            }
+        }
+        true
+    }
+}
