@@ -349,7 +349,26 @@ fn plain_records_are_ours_until_one_is_not() {
         err.contains("packet 1501: libpcap error: invalid packet capture length 300000"),
         "{err}"
     );
-    for p in [mix, long, refused] {
+    // The file cut shorter while being read: libpcap, handed the file at the next record,
+    // cannot read again the records we delivered, and says so.
+    let cut = tmp("plain-mix-cut-while-read.pcap");
+    std::fs::write(&cut, &bytes).expect("write");
+    let mut src = FileSource::open(&cut.to_string_lossy()).expect("opens");
+    assert_eq!(src.read_frames(1_000, |_| {}), Ok(1_000));
+    assert_eq!(src.plain_records(), 1_000);
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&cut)
+        .expect("open");
+    f.set_len(24 + (bytes.len() as u64 - 24) / 10).expect("cut");
+    let err = src.next_frame().expect_err("an error").to_string();
+    assert!(
+        err.contains("packet 1001: the file changed while being read: libpcap found")
+            && err.contains("of the 1000 records before this one"),
+        "{err}"
+    );
+    assert_eq!(src.next_frame().map(|f| f.is_none()), Ok(true), "finished");
+    for p in [mix, long, refused, cut] {
         let _ = std::fs::remove_file(p);
     }
 }

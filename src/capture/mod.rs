@@ -299,7 +299,7 @@ impl FileSource {
     #[inline]
     pub fn next_frame(&mut self) -> Result<Option<Frame<'_>>, CaptureError> {
         if self.plain.is_some() {
-            self.leave_plain();
+            self.leave_plain()?;
         }
         if self.done || self.own.is_some() {
             return own_or_done(&mut self.own, &self.name, &mut self.count, &mut self.done);
@@ -355,7 +355,8 @@ impl FileSource {
                         return Ok(n);
                     }
                     Next::NotPlain => {
-                        self.leave_plain();
+                        // (The frames before it were handed over already.)
+                        self.leave_plain()?;
                         break;
                     }
                 }
@@ -410,25 +411,41 @@ impl FileSource {
 
 impl FileSource {
     /// Hands the file back to libpcap, past the records our plain reader delivered (libpcap
-    /// has read only the file header so far).
+    /// has read only the file header so far). An error (and the source finished) if libpcap
+    /// cannot read those records again: the file changed while being read (cut shorter or
+    /// rewritten), as our reader and libpcap read the same file the same way.
     #[cold]
     #[inline(never)]
-    fn leave_plain(&mut self) {
+    fn leave_plain(&mut self) -> Result<(), CaptureError> {
         self.plain = None;
         self.plain_records = self.count;
         let mut skipped = 0u64;
+        let mut failure = None;
         while skipped < self.count {
             let want = (self.count - skipped).min(i32::MAX as u64) as usize;
             match self.cap.dispatch(Some(want), |_| skipped += 1) {
-                Ok(0) | Err(_) => break,
+                Ok(0) => break,
                 Ok(_) => {}
+                Err(e) => {
+                    failure = Some(e.to_string());
+                    break;
+                }
             }
         }
-        if skipped != self.count {
-            // libpcap disagrees about records it already read as plain: cannot happen for the
-            // files [`PlainPcap::new`] accepts; stop rather than give frames twice.
-            self.done = true;
+        if skipped == self.count {
+            return Ok(());
         }
+        self.done = true;
+        Err(CaptureError::Read {
+            file: self.name.clone(),
+            packet: self.count + 1,
+            message: format!(
+                "the file changed while being read: libpcap found {skipped} of the {} records \
+                 before this one{}",
+                self.count,
+                failure.map(|e| format!(" ({e})")).unwrap_or_default()
+            ),
+        })
     }
 }
 
