@@ -243,17 +243,39 @@ fn file_source_hands_over_at_the_failing_packet() {
 /// A little-endian classic pcap file `pcap` with, after its `after`th record, a record header
 /// whose captured length (300,000 bytes) libpcap refuses; the records after it follow unchanged.
 fn with_refused_record(pcap: &[u8], after: usize) -> Vec<u8> {
-    assert_eq!(&pcap[..2], &[0xd4, 0xc3], "little-endian microsecond pcap");
-    let mut at = 24;
-    for _ in 0..after {
-        let caplen = u32::from_le_bytes(pcap[at + 8..at + 12].try_into().unwrap());
-        at += 16 + caplen as usize;
-    }
+    let at = record_start(pcap, after);
     let mut out = pcap[..at].to_vec();
     out.extend_from_slice(&pcap[at..at + 8]); // the next record's time
     out.extend_from_slice(&300_000u32.to_le_bytes());
     out.extend_from_slice(&300_000u32.to_le_bytes());
     out.extend_from_slice(&pcap[at..]);
+    out
+}
+
+/// Where the record after the first `n` starts in `pcap` (a little-endian classic pcap).
+fn record_start(pcap: &[u8], n: usize) -> usize {
+    assert_eq!(&pcap[..2], &[0xd4, 0xc3], "little-endian microsecond pcap");
+    let mut at = 24;
+    for _ in 0..n {
+        let caplen = u32::from_le_bytes(pcap[at + 8..at + 12].try_into().unwrap());
+        at += 16 + caplen as usize;
+    }
+    at
+}
+
+/// A little-endian classic pcap (Ethernet) with snap length `snaplen` and records of these
+/// captured lengths (zero bytes; `(caplen, present)`: only `present` bytes of it written).
+fn crafted_pcap(snaplen: u32, records: &[(u32, usize)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for v in [0xa1b2_c3d4u32, 0x0004_0002, 0, 0, snaplen, 1] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    for (i, &(caplen, present)) in records.iter().enumerate() {
+        for v in [1_764_072_000 + i as u32, 0, caplen, caplen] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out.resize(out.len() + present, 0);
+    }
     out
 }
 
@@ -264,11 +286,7 @@ fn with_long_record(pcap: &[u8], after: usize) -> Vec<u8> {
     let snaplen = u32::from_le_bytes(pcap[16..20].try_into().unwrap());
     let long = snaplen + 1_000;
     assert!(long <= 262_144, "snap length {snaplen}");
-    let mut at = 24;
-    for _ in 0..after {
-        let caplen = u32::from_le_bytes(pcap[at + 8..at + 12].try_into().unwrap());
-        at += 16 + caplen as usize;
-    }
+    let at = record_start(pcap, after);
     let mut out = pcap[..at].to_vec();
     out.extend_from_slice(&pcap[at..at + 8]); // the next record's time
     out.extend_from_slice(&long.to_le_bytes());
@@ -349,8 +367,45 @@ fn plain_records_are_ours_until_one_is_not() {
         err.contains("packet 1501: libpcap error: invalid packet capture length 300000"),
         "{err}"
     );
-    // The file cut shorter while being read: libpcap, handed the file at the next record,
-    // cannot read again the records we delivered, and says so.
+    // The mix with its last record cut (a capture whose writer was killed): libpcap is
+    // handed the file at that record, and its error stands.
+    let tail = tmp("plain-mix-cut-tail.pcap");
+    std::fs::write(&tail, &bytes[..bytes.len() - 5]).expect("write");
+    let (read, plain, err) = read_plainly(&tail);
+    assert_eq!((read, plain), (n - 1, n - 1));
+    let err = err.expect("an error");
+    assert!(
+        err.contains(&format!("packet {n}: libpcap error: truncated dump file")),
+        "{err}"
+    );
+    // A header snap length above 256 KiB: libpcap keeps it but refuses any record longer than
+    // 256 KiB, so such a record is not plain (and no buffer grows to the header's size).
+    for (name, snaplen, records) in [
+        (
+            "plain-snap-1m.pcap",
+            1 << 20,
+            vec![(60, 60), (300_000, 300_000), (60, 60)],
+        ),
+        ("plain-snap-max.pcap", 0x7fff_ffff, vec![(0x7fff_0000, 40)]),
+    ] {
+        let path = tmp(name);
+        std::fs::write(&path, crafted_pcap(snaplen, &records)).expect("write");
+        let first_long = records.iter().position(|r| r.0 > 262_144).unwrap() as u64;
+        let (read, plain, err) = read_plainly(&path);
+        assert_eq!((read, plain), (first_long, first_long), "{name}");
+        let err = err.expect("an error");
+        assert!(
+            err.contains(&format!(
+                "packet {}: libpcap error: invalid packet capture length",
+                first_long + 1
+            )) && err.contains("bigger than maximum of 262144"),
+            "{name}: {err}"
+        );
+        harness::read_frames_agree(std::slice::from_ref(&path), first_long as usize);
+        let _ = std::fs::remove_file(path);
+    }
+    // The file cut shorter while being read: the record we would hand libpcap lies past its
+    // new end, which is said.
     let cut = tmp("plain-mix-cut-while-read.pcap");
     std::fs::write(&cut, &bytes).expect("write");
     let mut src = FileSource::open(&cut.to_string_lossy()).expect("opens");
@@ -362,13 +417,16 @@ fn plain_records_are_ours_until_one_is_not() {
         .expect("open");
     f.set_len(24 + (bytes.len() as u64 - 24) / 10).expect("cut");
     let err = src.next_frame().expect_err("an error").to_string();
+    let at = record_start(&bytes, 1_000);
     assert!(
-        err.contains("packet 1001: the file changed while being read: libpcap found")
-            && err.contains("of the 1000 records before this one"),
+        err.contains(&format!(
+            "packet 1001: the file changed while being read: the record after the 1000 read \
+             starts at byte {at}, but the file is now"
+        )),
         "{err}"
     );
     assert_eq!(src.next_frame().map(|f| f.is_none()), Ok(true), "finished");
-    for p in [mix, long, refused, cut] {
+    for p in [mix, long, refused, cut, tail] {
         let _ = std::fs::remove_file(p);
     }
 }

@@ -114,6 +114,8 @@ extern "C" {
     fn pcap_major_version(p: *mut libc::c_void) -> libc::c_int;
     // The snap length libpcap took from a file's header (and cuts records to).
     fn pcap_snapshot(p: *mut libc::c_void) -> libc::c_int;
+    // The stdio stream libpcap reads a file through.
+    fn pcap_file(p: *mut libc::c_void) -> *mut libc::FILE;
 }
 
 /// Wraps a `pcap_t *` in the pcap crate's handle (through its public `From<NonNull<pcap_t>>`;
@@ -410,29 +412,35 @@ impl FileSource {
 }
 
 impl FileSource {
-    /// Hands the file back to libpcap, past the records our plain reader delivered (libpcap
-    /// has read only the file header so far). An error (and the source finished) if libpcap
-    /// cannot read those records again: the file changed while being read (cut shorter or
-    /// rewritten), as our reader and libpcap read the same file the same way.
+    /// Hands the file back to libpcap at the first record our plain reader did not deliver:
+    /// libpcap's stream (which has read only the file header) is moved there, as a classic
+    /// pcap handle keeps nothing per record. (Reading the delivered records through libpcap
+    /// again instead read a whole file twice when only its last record was cut.) An error,
+    /// and the source finished, if the file is now shorter than that: it changed while being
+    /// read.
     #[cold]
     #[inline(never)]
     fn leave_plain(&mut self) -> Result<(), CaptureError> {
-        self.plain = None;
+        let Some(plain) = self.plain.take() else {
+            return Ok(());
+        };
         self.plain_records = self.count;
-        let mut skipped = 0u64;
-        let mut failure = None;
-        while skipped < self.count {
-            let want = (self.count - skipped).min(i32::MAX as u64) as usize;
-            match self.cap.dispatch(Some(want), |_| skipped += 1) {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(e) => {
-                    failure = Some(e.to_string());
-                    break;
+        let at = plain.next_record_offset();
+        let size = self
+            .file
+            .as_ref()
+            .and_then(|f| f.metadata().ok())
+            .map(|m| m.len());
+        let moved = size.is_some_and(|s| s >= at)
+            && libc::off_t::try_from(at).is_ok_and(|off| {
+                // SAFETY: `cap` is an open offline handle, so `pcap_file` is its stream (or
+                // null); the stream is only read by libpcap, from where it now stands.
+                unsafe {
+                    let fp = pcap_file(self.cap.as_ptr().cast());
+                    !fp.is_null() && libc::fseeko(fp, off, libc::SEEK_SET) == 0
                 }
-            }
-        }
-        if skipped == self.count {
+            });
+        if moved {
             return Ok(());
         }
         self.done = true;
@@ -440,10 +448,10 @@ impl FileSource {
             file: self.name.clone(),
             packet: self.count + 1,
             message: format!(
-                "the file changed while being read: libpcap found {skipped} of the {} records \
-                 before this one{}",
+                "the file changed while being read: the record after the {} read starts at byte \
+                 {at}, but the file is now {} bytes long",
                 self.count,
-                failure.map(|e| format!(" ({e})")).unwrap_or_default()
+                size.map_or_else(|| "of unknown".to_string(), |s| s.to_string())
             ),
         })
     }

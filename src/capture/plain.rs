@@ -6,14 +6,15 @@
 //! hands out the bytes where they lie in its own read buffer. Everything else stays libpcap's:
 //! the file header is checked by libpcap first ([`PlainPcap::new`] only accepts what libpcap
 //! opened, in the common forms), and at the first record that is not plain (longer than the snap
-//! length, cut short by the end of the file, a read error) the reader stops and
-//! [`super::FileSource`] hands the file back to libpcap past the records already delivered, so
-//! libpcap reads that record and its error messages stay libpcap's.
+//! length or 256 KiB, cut short by the end of the file, a read error) the reader stops and
+//! [`super::FileSource`] moves libpcap's stream to that record, so libpcap reads it and its
+//! cuts, refusals and error messages stay libpcap's.
 //!
 //! A plain record, in what libpcap 1.10 does with it (`sf-pcap.c`, `pcap_next_packet`): a file
 //! of version 2.4 (so lengths never swapped), magic `0xa1b2c3d4` or `0xa1b23c4d` in either byte
 //! order (the patched-header variant `0xa1b2cd34` stays libpcap's), a captured length no larger
-//! than the snap length libpcap took from the header, and a link type whose records libpcap
+//! than the snap length libpcap took from the header nor than 256 KiB (libpcap refuses longer
+//! records whatever the header says), and a link type whose records libpcap
 //! passes on unchanged (the pseudo-headers it byte-swaps in files of the other byte order, and
 //! Linux USB's length fix-up, stay libpcap's). Times are read as libpcap reads them (see
 //! [`PlainPcap::next`]) and scaled to nanoseconds as libpcap does at nanosecond precision.
@@ -48,6 +49,9 @@ const DLT_LINUX_SLL2: i32 = 276;
 const DLT_DBUS: i32 = 231;
 const DLT_USBPCAP: i32 = 249;
 const DLT_EBHSCR: i32 = 279;
+/// libpcap's `MAXIMUM_SNAPLEN`: the largest record it reads (`max_snaplen_for_dlt`) in every
+/// link type this reader takes.
+const MAXIMUM_SNAPLEN: u32 = 262_144;
 
 /// The reader: `buf[pos..end]` is read and not yet handed out.
 pub(super) struct PlainPcap {
@@ -116,7 +120,12 @@ impl PlainPcap {
         if changed_by_libpcap || matches!(dlt, DLT_DBUS | DLT_USBPCAP | DLT_EBHSCR) {
             return None;
         }
-        let snapshot = u32::try_from(snapshot).ok().filter(|&s| s > 0)?;
+        // libpcap keeps a header's snap length up to INT_MAX, but refuses any record longer
+        // than `MAXIMUM_SNAPLEN`: such a record is not plain (this also bounds our buffer).
+        let snapshot = u32::try_from(snapshot)
+            .ok()
+            .filter(|&s| s > 0)?
+            .min(MAXIMUM_SNAPLEN);
         Some(PlainPcap {
             file,
             offset: FILE_HEADER as u64,
@@ -173,6 +182,11 @@ impl PlainPcap {
             data: &self.buf[start..start + caplen as usize],
             pcap_cnt: count,
         })
+    }
+
+    /// The file offset of the first record not handed out.
+    pub(super) fn next_record_offset(&self) -> u64 {
+        self.offset - (self.end - self.pos) as u64
     }
 
     /// The end of the file if nothing is left over, else a cut record for libpcap to report.
