@@ -310,6 +310,15 @@ fn read_plainly(path: &Path) -> (u64, u64, Option<String>) {
     (src.packets_read(), src.plain_records(), err)
 }
 
+/// Reads `path` as [`read_plainly`] does and checks that it ends in an error containing
+/// `message` after `records` records, `plain` of them ours.
+fn read_plainly_to_error(path: &Path, records: u64, plain: u64, message: &str) {
+    let (r, p, err) = read_plainly(path);
+    assert_eq!((r, p), (records, plain), "{path:?}");
+    let err = err.unwrap_or_else(|| panic!("{path:?}: no error"));
+    assert!(err.contains(message), "{path:?}: {err}");
+}
+
 /// Records libpcap reads in `path` one by one (`next_frame`), to its end or error.
 fn libpcap_records(path: &Path) -> u64 {
     let mut src = FileSource::open(&path.to_string_lossy()).expect("opens");
@@ -338,12 +347,11 @@ fn plain_records_are_ours_until_one_is_not() {
         assert_eq!(read_plainly(&path), (n, n, None), "{name}");
     }
     // A record cut short by the end of the file: libpcap reads it, and its error stands.
-    let (read, plain, err) = read_plainly(&fixture("corrupt_truncated_record.pcap"));
-    assert_eq!((read, plain), (1, 1));
-    let err = err.expect("an error");
-    assert!(
-        err.contains("packet 2: libpcap error: truncated dump file"),
-        "{err}"
+    read_plainly_to_error(
+        &fixture("corrupt_truncated_record.pcap"),
+        1,
+        1,
+        "packet 2: libpcap error: truncated dump file",
     );
     // A record over the snap length from the first: all libpcap's.
     let path = fixture("over_snaplen.pcap");
@@ -360,23 +368,21 @@ fn plain_records_are_ours_until_one_is_not() {
     // A record libpcap refuses after the 1,500th: its error, at packet 1,501.
     let refused = tmp("plain-mix-refused-record.pcap");
     std::fs::write(&refused, with_refused_record(&bytes, 1_500)).expect("write");
-    let (read, plain, err) = read_plainly(&refused);
-    assert_eq!((read, plain), (1_500, 1_500));
-    let err = err.expect("an error");
-    assert!(
-        err.contains("packet 1501: libpcap error: invalid packet capture length 300000"),
-        "{err}"
+    read_plainly_to_error(
+        &refused,
+        1_500,
+        1_500,
+        "packet 1501: libpcap error: invalid packet capture length 300000",
     );
     // The mix with its last record cut (a capture whose writer was killed): libpcap is
     // handed the file at that record, and its error stands.
     let tail = tmp("plain-mix-cut-tail.pcap");
     std::fs::write(&tail, &bytes[..bytes.len() - 5]).expect("write");
-    let (read, plain, err) = read_plainly(&tail);
-    assert_eq!((read, plain), (n - 1, n - 1));
-    let err = err.expect("an error");
-    assert!(
-        err.contains(&format!("packet {n}: libpcap error: truncated dump file")),
-        "{err}"
+    read_plainly_to_error(
+        &tail,
+        n - 1,
+        n - 1,
+        &format!("packet {n}: libpcap error: truncated dump file"),
     );
     // A header snap length above 256 KiB: libpcap keeps it but refuses any record longer than
     // 256 KiB, so such a record is not plain (and no buffer grows to the header's size).
@@ -391,15 +397,16 @@ fn plain_records_are_ours_until_one_is_not() {
         let path = tmp(name);
         std::fs::write(&path, crafted_pcap(snaplen, &records)).expect("write");
         let first_long = records.iter().position(|r| r.0 > 262_144).unwrap() as u64;
-        let (read, plain, err) = read_plainly(&path);
-        assert_eq!((read, plain), (first_long, first_long), "{name}");
-        let err = err.expect("an error");
-        assert!(
-            err.contains(&format!(
-                "packet {}: libpcap error: invalid packet capture length",
-                first_long + 1
-            )) && err.contains("bigger than maximum of 262144"),
-            "{name}: {err}"
+        read_plainly_to_error(
+            &path,
+            first_long,
+            first_long,
+            &format!(
+                "packet {}: libpcap error: invalid packet capture length {}, bigger than \
+                 maximum of 262144",
+                first_long + 1,
+                records[first_long as usize].0
+            ),
         );
         harness::read_frames_agree(std::slice::from_ref(&path), first_long as usize);
         let _ = std::fs::remove_file(path);
@@ -454,22 +461,17 @@ fn read_frames_gives_what_next_frame_gives() {
         }
     }
     // The mix with a record libpcap refuses (a captured length of 300,000 bytes) after its
-    // 2,500th: libpcap could read on after that error, and neither way of reading may.
-    let refused = tmp("frames-mix-refused-record.pcap");
-    std::fs::write(
-        &refused,
-        with_refused_record(&std::fs::read(&mix).expect("mix"), 2_500),
-    )
-    .expect("refused-record file");
-    inputs.push(refused);
-    // And with a record libpcap cuts to the snap length: our plain reader hands it back.
-    let long = tmp("frames-mix-long-record.pcap");
-    std::fs::write(
-        &long,
-        with_long_record(&std::fs::read(&mix).expect("mix"), 2_500),
-    )
-    .expect("long-record file");
-    inputs.push(long);
+    // 2,500th: libpcap could read on after that error, and neither way of reading may. And
+    // with a record libpcap cuts to the snap length there: our plain reader hands it back.
+    let mix_bytes = std::fs::read(&mix).expect("mix");
+    for (name, edited) in [
+        ("refused", with_refused_record(&mix_bytes, 2_500)),
+        ("long", with_long_record(&mix_bytes, 2_500)),
+    ] {
+        let file = tmp(&format!("frames-mix-{name}-record.pcap"));
+        std::fs::write(&file, edited).expect("edited mix");
+        inputs.push(file);
+    }
     harness::read_frames_agree(&inputs, 20_000);
     for p in inputs.iter().filter(|p| p.starts_with(tmp(""))) {
         let _ = std::fs::remove_file(p);
