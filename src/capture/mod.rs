@@ -199,26 +199,34 @@ fn open_offline(path: &str) -> Result<Opened, String> {
 
 /// A capture file (or standard input) being read.
 pub struct FileSource {
-    /// libpcap's handle; idle once `own` took over. Declared before `_stdio_buf`: fields drop
+    /// libpcap's handle; idle once our pcapng reader took over. Declared before `_stdio_buf`: fields drop
     /// in order, so the stream is closed before its buffer is freed.
     cap: Capture<Offline>,
     /// The buffer libpcap's stdio stream reads through (see [`open_offline`]).
     _stdio_buf: Box<[u8]>,
-    /// Our pcapng reader, once libpcap could not go on.
-    own: Option<Box<PcapngReader<BufReader<File>>>>,
-    /// The file libpcap reads, opened once (see [`Opened::file`]).
-    file: Option<File>,
     /// Our reader of plain classic pcap records, while they are plain: until it is dropped,
     /// libpcap has read only the file header (see [`plain`]).
     plain: Option<PlainPcap>,
     /// Records our plain reader delivered, once it is dropped.
     plain_records: u64,
-    name: String,
     linktype: i32,
-    count: u64,
-    done: bool,
+    st: FileState,
+}
+
+/// The rest of a [`FileSource`]: all that reading goes by when libpcap cannot go on (the end,
+/// an error, our pcapng reader), kept apart from libpcap's handle so that it can be used while
+/// the handle is still borrowed by the packet it just gave.
+struct FileState {
+    name: String,
+    /// The file libpcap reads, opened once (see [`Opened::file`]).
+    file: Option<File>,
     /// The file is pcapng (64-bit timestamps), not classic pcap.
     pcapng: bool,
+    /// Our pcapng reader, once libpcap could not go on.
+    own: Option<Box<PcapngReader<BufReader<File>>>>,
+    /// Records read so far.
+    count: u64,
+    done: bool,
 }
 
 impl FileSource {
@@ -246,21 +254,23 @@ impl FileSource {
         Ok(FileSource {
             cap,
             _stdio_buf: stdio_buf,
-            own: None,
-            file,
             plain,
             plain_records: 0,
-            name: path.to_string(),
             linktype,
-            count: 0,
-            done: false,
-            pcapng,
+            st: FileState {
+                name: path.to_string(),
+                file,
+                pcapng,
+                own: None,
+                count: 0,
+                done: false,
+            },
         })
     }
 
     /// The name it was opened by.
     pub fn name(&self) -> &str {
-        &self.name
+        &self.st.name
     }
 
     /// The file's data-link type (libpcap's `DLT_*` value); for pcapng, its first interface's.
@@ -273,24 +283,24 @@ impl FileSource {
     /// (a pcapng file that is a regular file, which our reader reads on when libpcap refuses
     /// them).
     pub fn may_have_several_linktypes(&self) -> bool {
-        self.pcapng && self.file.is_some()
+        self.st.pcapng && self.st.file.is_some()
     }
 
     /// Whether our pcapng reader took over from libpcap.
     pub fn took_over(&self) -> bool {
-        self.own.is_some()
+        self.st.own.is_some()
     }
 
     /// Records read so far.
     pub fn packets_read(&self) -> u64 {
-        self.count
+        self.st.count
     }
 
     /// Of [`FileSource::packets_read`], the records our plain classic-pcap reader delivered
     /// (the rest came from libpcap or our pcapng reader).
     pub fn plain_records(&self) -> u64 {
         if self.plain.is_some() {
-            self.count
+            self.st.count
         } else {
             self.plain_records
         }
@@ -303,28 +313,16 @@ impl FileSource {
         if self.plain.is_some() {
             self.leave_plain()?;
         }
-        if self.done || self.own.is_some() {
-            return own_or_done(&mut self.own, &self.name, &mut self.count, &mut self.done);
+        let st = &mut self.st;
+        if st.done || st.own.is_some() {
+            return st.own_or_done();
         }
         match self.cap.next_packet() {
             Ok(p) => {
-                self.count += 1;
-                Ok(Some(libpcap_frame(
-                    &p,
-                    self.linktype,
-                    self.pcapng,
-                    self.count,
-                )))
+                st.count += 1;
+                Ok(Some(libpcap_frame(&p, self.linktype, st.pcapng, st.count)))
             }
-            Err(e) => after_libpcap(
-                e,
-                &self.name,
-                self.file.as_ref(),
-                self.pcapng,
-                &mut self.own,
-                &mut self.count,
-                &mut self.done,
-            ),
+            Err(e) => st.after_libpcap(e),
         }
     }
 
@@ -346,14 +344,14 @@ impl FileSource {
         let mut n = 0usize;
         if let Some(plain) = &mut self.plain {
             while n < max {
-                match plain.next(self.count + 1) {
+                match plain.next(self.st.count + 1) {
                     Next::Frame(frame) => {
-                        self.count += 1;
+                        self.st.count += 1;
                         n += 1;
                         f(frame);
                     }
                     Next::End => {
-                        self.done = n == 0;
+                        self.st.done = n == 0;
                         return Ok(n);
                     }
                     Next::NotPlain => {
@@ -367,8 +365,9 @@ impl FileSource {
                 return Ok(n);
             }
         }
-        if !self.done && self.own.is_none() {
-            let (linktype, pcapng, count) = (self.linktype, self.pcapng, &mut self.count);
+        let st = &mut self.st;
+        if !st.done && st.own.is_none() {
+            let (linktype, pcapng, count) = (self.linktype, st.pcapng, &mut st.count);
             let r = self.cap.dispatch(Some(max - n), |p| {
                 *count += 1;
                 n += 1;
@@ -377,18 +376,10 @@ impl FileSource {
             match r {
                 Ok(_) => {
                     // None at all: the end of the file.
-                    self.done = n == 0;
+                    st.done = n == 0;
                     return Ok(n);
                 }
-                Err(e) => match after_libpcap(
-                    e,
-                    &self.name,
-                    self.file.as_ref(),
-                    self.pcapng,
-                    &mut self.own,
-                    &mut self.count,
-                    &mut self.done,
-                )? {
+                Err(e) => match st.after_libpcap(e)? {
                     Some(frame) => {
                         f(frame);
                         n += 1;
@@ -399,7 +390,7 @@ impl FileSource {
         }
         // Our pcapng reader (after a take-over), or nothing more.
         while n < max {
-            match own_or_done(&mut self.own, &self.name, &mut self.count, &mut self.done)? {
+            match st.own_or_done()? {
                 Some(frame) => {
                     f(frame);
                     n += 1;
@@ -409,9 +400,7 @@ impl FileSource {
         }
         Ok(n)
     }
-}
 
-impl FileSource {
     /// Hands the file back to libpcap at the first record our plain reader did not deliver:
     /// libpcap's stream (which has read only the file header) is moved there, as a classic
     /// pcap handle keeps nothing per record. (Reading the delivered records through libpcap
@@ -424,9 +413,10 @@ impl FileSource {
         let Some(plain) = self.plain.take() else {
             return Ok(());
         };
-        self.plain_records = self.count;
+        self.plain_records = self.st.count;
         let at = plain.next_record_offset();
         let size = self
+            .st
             .file
             .as_ref()
             .and_then(|f| f.metadata().ok())
@@ -443,17 +433,13 @@ impl FileSource {
         if moved {
             return Ok(());
         }
-        self.done = true;
-        Err(CaptureError::Read {
-            file: self.name.clone(),
-            packet: self.count + 1,
-            message: format!(
-                "the file changed while being read: the record after the {} read starts at byte \
-                 {at}, but the file is now {} bytes long",
-                self.count,
-                size.map_or_else(|| "of unknown".to_string(), |s| s.to_string())
-            ),
-        })
+        let message = format!(
+            "the file changed while being read: the record after the {} read starts at byte \
+             {at}, but the file is now {} bytes long",
+            self.st.count,
+            size.map_or_else(|| "of unknown".to_string(), |s| s.to_string())
+        );
+        Err(self.st.fail(message))
     }
 }
 
@@ -477,76 +463,98 @@ fn libpcap_frame<'a>(p: &pcap::Packet<'a>, linktype: i32, pcapng: bool, count: u
     }
 }
 
-/// The next frame once libpcap is out of the picture ([`FileSource::next_frame`],
-/// [`FileSource::read_frames`]): the end, or our reader.
-#[cold]
-#[inline(never)]
-fn own_or_done<'a>(
-    own: &'a mut Option<Box<PcapngReader<BufReader<File>>>>,
-    name: &str,
-    count: &mut u64,
-    done: &mut bool,
-) -> Result<Option<Frame<'a>>, CaptureError> {
-    match own.as_deref_mut() {
-        Some(own) if !*done => own_frame(own, name, count, done),
-        _ => Ok(None),
+impl FileState {
+    /// The next frame once libpcap is out of the picture ([`FileSource::next_frame`],
+    /// [`FileSource::read_frames`]): the end, or our reader.
+    #[cold]
+    #[inline(never)]
+    fn own_or_done(&mut self) -> Result<Option<Frame<'_>>, CaptureError> {
+        if self.done {
+            return Ok(None);
+        }
+        self.own_frame()
+    }
+
+    /// The next frame after libpcap's `e` ([`FileSource::next_frame`],
+    /// [`FileSource::read_frames`]): the end of the file, an error (with a hint for pcapng
+    /// that is not a regular file), or our pcapng reader taking over where libpcap cannot go on.
+    #[cold]
+    #[inline(never)]
+    fn after_libpcap(&mut self, e: pcap::Error) -> Result<Option<Frame<'_>>, CaptureError> {
+        if matches!(e, pcap::Error::NoMorePackets) {
+            self.done = true;
+            return Ok(None);
+        }
+        let message = e.to_string();
+        let Some(file) = &self.file else {
+            let message = if LIBPCAP_PCAPNG_LIMITS.iter().any(|m| message.contains(m)) {
+                let from = if is_stdin(&self.name) {
+                    "standard input"
+                } else {
+                    "a pipe or device"
+                };
+                format!(
+                    "{message} (exfilwatch reads such pcapng files from a regular file, not \
+                     from {from}: save it to a file first)"
+                )
+            } else {
+                message
+            };
+            return Err(self.fail(message));
+        };
+        if !self.pcapng || !libpcap_cannot(&message) {
+            return Err(self.fail(message));
+        }
+        match take_over(file, self.count) {
+            Some(reader) => {
+                self.own = Some(Box::new(reader));
+                self.own_frame()
+            }
+            None => Err(self.fail(message)),
+        }
+    }
+
+    /// The next frame from our pcapng reader (none without it).
+    fn own_frame(&mut self) -> Result<Option<Frame<'_>>, CaptureError> {
+        let Some(own) = self.own.as_deref_mut() else {
+            return Ok(None);
+        };
+        match own.next_packet() {
+            Ok(Some(p)) => {
+                self.count += 1;
+                Ok(Some(Frame {
+                    ts: p.ts,
+                    linktype: p.linktype,
+                    orig_len: p.orig_len,
+                    data: p.data,
+                    pcap_cnt: self.count,
+                }))
+            }
+            Ok(None) => {
+                self.done = true;
+                Ok(None)
+            }
+            Err(e) => {
+                // (Not `fail`: `own` still borrows the reader.)
+                self.done = true;
+                Err(read_error(&self.name, self.count, e.to_string()))
+            }
+        }
+    }
+
+    /// Finishes the source with `message` about the record after the last one read.
+    fn fail(&mut self, message: String) -> CaptureError {
+        self.done = true;
+        read_error(&self.name, self.count, message)
     }
 }
 
-/// The next frame after libpcap's `e` ([`FileSource::next_frame`], [`FileSource::read_frames`]):
-/// the end of the file, an error (with a hint for pcapng on standard input), or our pcapng
-/// reader taking over where libpcap cannot go on. The source's fields are passed apart:
-/// libpcap's handle is still borrowed.
-#[cold]
-#[inline(never)]
-fn after_libpcap<'a>(
-    e: pcap::Error,
-    name: &str,
-    file: Option<&File>,
-    pcapng: bool,
-    own: &'a mut Option<Box<PcapngReader<BufReader<File>>>>,
-    count: &mut u64,
-    done: &mut bool,
-) -> Result<Option<Frame<'a>>, CaptureError> {
-    if matches!(e, pcap::Error::NoMorePackets) {
-        *done = true;
-        return Ok(None);
-    }
-    let packet = *count + 1;
-    let read_error = |message: String| CaptureError::Read {
+/// `message` about the record after the `count`th of file `name`.
+fn read_error(name: &str, count: u64, message: String) -> CaptureError {
+    CaptureError::Read {
         file: name.to_string(),
-        packet,
+        packet: count + 1,
         message,
-    };
-    let message = e.to_string();
-    let Some(file) = file else {
-        *done = true;
-        if LIBPCAP_PCAPNG_LIMITS.iter().any(|m| message.contains(m)) {
-            let from = if is_stdin(name) {
-                "standard input"
-            } else {
-                "a pipe or device"
-            };
-            return Err(read_error(format!(
-                "{message} (exfilwatch reads such pcapng files from a regular file, not from \
-                 {from}: save it to a file first)"
-            )));
-        }
-        return Err(read_error(message));
-    };
-    if !pcapng || !libpcap_cannot(&message) {
-        *done = true;
-        return Err(read_error(message));
-    }
-    match take_over(file, *count) {
-        Some(reader) => {
-            let own = own.insert(Box::new(reader));
-            own_frame(own, name, count, done)
-        }
-        None => {
-            *done = true;
-            Err(read_error(message))
-        }
     }
 }
 
@@ -568,39 +576,6 @@ fn take_over(file: &File, delivered: u64) -> Option<PcapngReader<BufReader<File>
         }
     }
     Some(reader)
-}
-
-/// The next frame from our reader; `count` and `done` are the source's.
-fn own_frame<'a>(
-    own: &'a mut PcapngReader<BufReader<File>>,
-    name: &str,
-    count: &mut u64,
-    done: &mut bool,
-) -> Result<Option<Frame<'a>>, CaptureError> {
-    match own.next_packet() {
-        Ok(Some(p)) => {
-            *count += 1;
-            Ok(Some(Frame {
-                ts: p.ts,
-                linktype: p.linktype,
-                orig_len: p.orig_len,
-                data: p.data,
-                pcap_cnt: *count,
-            }))
-        }
-        Ok(None) => {
-            *done = true;
-            Ok(None)
-        }
-        Err(e) => {
-            *done = true;
-            Err(CaptureError::Read {
-                file: name.to_string(),
-                packet: *count + 1,
-                message: e.to_string(),
-            })
-        }
-    }
 }
 
 /// Settings of a live capture.
