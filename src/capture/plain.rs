@@ -89,26 +89,15 @@ impl PlainPcap {
         let file = file.try_clone().ok()?;
         let mut header = [0u8; FILE_HEADER];
         file.read_exact_at(&mut header, 0).ok()?;
-        let word = |i: usize| [header[i], header[i + 1], header[i + 2], header[i + 3]];
-        let (swapped, nano) = match (
-            u32::from_ne_bytes(word(0)),
-            u32::from_ne_bytes(word(0)).swap_bytes(),
-        ) {
+        let magic = u32_at(&header, 0, false);
+        let (swapped, nano) = match (magic, magic.swap_bytes()) {
             (MAGIC_US, _) => (false, false),
             (MAGIC_NS, _) => (false, true),
             (_, MAGIC_US) => (true, false),
             (_, MAGIC_NS) => (true, true),
             _ => return None,
         };
-        let half = |i: usize| {
-            let v = u16::from_ne_bytes([header[i], header[i + 1]]);
-            if swapped {
-                v.swap_bytes()
-            } else {
-                v
-            }
-        };
-        if (half(4), half(6)) != (2, 4) {
+        if (u16_at(&header, 4, swapped), u16_at(&header, 6, swapped)) != (2, 4) {
             return None;
         }
         let changed_by_libpcap = matches!(dlt, DLT_USB_LINUX_MMAPPED)
@@ -147,14 +136,7 @@ impl PlainPcap {
             return self.short();
         }
         let h = &self.buf[self.pos..self.pos + RECORD_HEADER];
-        let word = |i: usize| {
-            let v = u32::from_ne_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
-            if self.swapped {
-                v.swap_bytes()
-            } else {
-                v
-            }
-        };
+        let word = |at| u32_at(h, at, self.swapped);
         let (sec, frac, caplen, len) = (word(0), word(4), word(8), word(12));
         if caplen > self.snapshot {
             return Next::NotPlain;
@@ -230,5 +212,27 @@ impl PlainPcap {
             }
         }
         true
+    }
+}
+
+/// The 4-byte number at `at` in `b`, written in the file's byte order (`swapped`: the other
+/// than this machine's).
+#[inline(always)]
+fn u32_at(b: &[u8], at: usize, swapped: bool) -> u32 {
+    let v = u32::from_ne_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+    if swapped {
+        v.swap_bytes()
+    } else {
+        v
+    }
+}
+
+/// The 2-byte number at `at` in `b`, as [`u32_at`].
+fn u16_at(b: &[u8], at: usize, swapped: bool) -> u16 {
+    let v = u16::from_ne_bytes([b[at], b[at + 1]]);
+    if swapped {
+        v.swap_bytes()
+    } else {
+        v
     }
 }
