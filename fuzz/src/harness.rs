@@ -1209,13 +1209,13 @@ pub fn capture(data: &[u8]) {
 }
 
 /// One frame as `FileSource` gave it: number, link type, time, wire length, bytes.
-type FrameRecord = (u64, i32, Timestamp, u32, Vec<u8>);
+pub type FrameRecord = (u64, i32, Timestamp, u32, Vec<u8>);
 
 /// Everything `FileSource` gives for `path` read one way: the frames, how the reading ended
 /// (`None` at the end of the file, else the error's text) and whether our pcapng reader took
 /// over. `batch` 0 reads frame by frame (`next_frame`), else with `read_frames` of up to `batch`
 /// at a time. Panics when `read_frames` miscounts or a finished source reads on.
-fn frames_of(path: &str, batch: usize) -> (Vec<FrameRecord>, Option<String>, bool) {
+pub fn frames_of(path: &str, batch: usize) -> (Vec<FrameRecord>, Option<String>, bool) {
     let mut frames = Vec::new();
     let mut src = match FileSource::open(path) {
         Ok(s) => s,
