@@ -80,12 +80,12 @@ pub fn write_v1(
         _ => None,
     };
 
-    let (src_buf, src_len) = addr_bytes(src);
-    let (dst_buf, dst_len) = addr_bytes(dst);
-    // The addresses' byte order as numbers: the zero-padded bytes, then the length, order
-    // exactly as the byte slices do (a shorter prefix first), mixed families included.
-    let src_key = (u128::from_be_bytes(src_buf), src_len);
-    let dst_key = (u128::from_be_bytes(dst_buf), dst_len);
+    // The addresses as numbers, left-aligned in 128 bits (an IPv4 address in the top 32),
+    // then their lengths: ordered exactly as the byte slices are (a shorter prefix first),
+    // mixed families included. Kept as numbers, not as byte buffers read back as numbers,
+    // which the CPU cannot forward from its store buffer.
+    let src_key = addr_key(src);
+    let dst_key = addr_key(dst);
 
     // Same rule as the reference `is_ordered()`: keep as given when one-way,
     // when the source address is smaller, or when the addresses are equal and
@@ -96,41 +96,46 @@ pub fn write_v1(
         None => src_key < dst_key,
     };
     let (first, second, ports) = if keep {
-        (
-            (&src_buf, src_len),
-            (&dst_buf, dst_len),
-            ports.map(|(s, d, _)| (s, d)),
-        )
+        (src_key, dst_key, ports.map(|(s, d, _)| (s, d)))
     } else {
-        (
-            (&dst_buf, dst_len),
-            (&src_buf, src_len),
-            ports.map(|(s, d, _)| (d, s)),
-        )
+        (dst_key, src_key, ports.map(|(s, d, _)| (d, s)))
     };
 
-    // The input (at most MAX_INPUT bytes) goes straight into SHA-1's one padded block, each
-    // piece as a copy of fixed size.
-    let mut block = [0u8; 64];
-    block[..2].copy_from_slice(&seed.to_be_bytes());
-    let mut len = 2;
-    for (addr, n) in [first, second] {
-        if n == 4 {
-            block[len..len + 4].copy_from_slice(&addr[..4]);
-            len += 4;
-        } else {
-            block[len..len + 16].copy_from_slice(addr);
-            len += 16;
+    // The input (at most MAX_INPUT bytes) goes straight into SHA-1's one padded block, built
+    // as four 128-bit numbers and stored whole (byte-sized stores read back by the
+    // compression's 16-byte loads would stall each load until they reach the cache).
+    let digest = if first.1 == 4 && second.1 == 4 {
+        // IPv4, the common case: the whole message fits the first word (12 or 16 bytes),
+        // put together in registers.
+        let head = u128::from(seed) << 112
+            | (first.0 >> 96) << 80
+            | (second.0 >> 96) << 48
+            | u128::from(proto) << 40;
+        let (w0, w1, len) = match ports {
+            Some((a, b)) => (
+                head | u128::from(a) << 16 | u128::from(b),
+                0x80 << 120,
+                16u128,
+            ),
+            None => (head | 0x80 << 24, 0, 12),
+        };
+        sha1_block([w0, w1, 0, len * 8])
+    } else {
+        let mut m = Message::default();
+        m.put(u128::from(seed), 2);
+        for (addr, n) in [first, second] {
+            if n == 4 {
+                m.put(addr >> 96, 4);
+            } else {
+                m.put(addr, 16);
+            }
         }
-    }
-    block[len] = proto;
-    len += 2;
-    if let Some((a, b)) = ports {
-        block[len..len + 2].copy_from_slice(&a.to_be_bytes());
-        block[len + 2..len + 4].copy_from_slice(&b.to_be_bytes());
-        len += 4;
-    }
-    let digest = sha1_one_block(&mut block, len);
+        m.put(u128::from(proto) << 8, 2);
+        if let Some((a, b)) = ports {
+            m.put(u128::from(a) << 16 | u128::from(b), 4);
+        }
+        m.sha1()
+    };
 
     out[..2].copy_from_slice(b"1:");
     base64_digest(&digest, &mut out[2..]);
@@ -206,17 +211,56 @@ const SHA1_H0: [u32; 5] = [
     0xC3D2_E1F0,
 ];
 
-/// SHA-1 of the first `len` bytes of `block` (the rest zero), for `len` up to 55: the
-/// message fits one block with its padding, so it is padded in place and compressed once,
-/// without the streaming hasher's buffering.
-fn sha1_one_block(block: &mut [u8; 64], len: usize) -> [u8; 20] {
-    const _: () = assert!(MAX_INPUT <= 55);
-    debug_assert!(len <= MAX_INPUT);
-    let len = len.min(MAX_INPUT);
-    block[len] = 0x80;
-    block[56..].copy_from_slice(&(len as u64 * 8).to_be_bytes());
+/// A message of at most [`MAX_INPUT`] bytes, as the four big-endian 128-bit words of SHA-1's
+/// one block (the rest zero).
+#[derive(Default)]
+struct Message {
+    words: [u128; 4],
+    len: usize,
+}
+
+impl Message {
+    /// Appends the low `n` bytes (1 to 16) of `v`, big-endian. Pieces that would reach the
+    /// length field (byte 56 on) are not written (callers never give them).
+    #[inline(always)]
+    fn put(&mut self, v: u128, n: usize) {
+        debug_assert!((1..=16).contains(&n) && self.len + n <= 56);
+        if n == 0 || n > 16 || self.len + n > 56 {
+            return;
+        }
+        let (w, off) = (self.len / 16, self.len % 16);
+        if off + n <= 16 {
+            self.words[w] |= v << ((16 - off - n) * 8);
+        } else {
+            // Split across two words: `first` bytes end this one, the rest start the next.
+            let rest = n - (16 - off);
+            self.words[w] |= v >> (rest * 8);
+            self.words[w + 1] |= v << ((16 - rest) * 8);
+        }
+        self.len += n;
+    }
+
+    /// SHA-1 of the message: padded in place (it fits one block with its padding, so it is
+    /// compressed once, without the streaming hasher's buffering).
+    #[inline(always)]
+    fn sha1(mut self) -> [u8; 20] {
+        const _: () = assert!(MAX_INPUT <= 55);
+        let bits = self.len as u128 * 8;
+        self.put(0x80, 1);
+        self.words[3] |= bits;
+        sha1_block(self.words)
+    }
+}
+
+/// SHA-1 of one padded block given as four big-endian 128-bit words.
+#[inline(always)]
+fn sha1_block(words: [u128; 4]) -> [u8; 20] {
+    let mut block = [0u8; 64];
+    for (chunk, w) in block.chunks_exact_mut(16).zip(words) {
+        store_be(chunk, w);
+    }
     let mut state = SHA1_H0;
-    sha1::block_api::compress(&mut state, std::slice::from_ref(block));
+    sha1::block_api::compress(&mut state, std::slice::from_ref(&block));
     let mut out = [0u8; 20];
     for (o, word) in out.chunks_exact_mut(4).zip(state) {
         o.copy_from_slice(&word.to_be_bytes());
@@ -224,14 +268,35 @@ fn sha1_one_block(block: &mut [u8; 64], len: usize) -> [u8; 20] {
     out
 }
 
-fn addr_bytes(addr: IpAddr) -> ([u8; 16], usize) {
-    let mut buf = [0u8; 16];
-    match addr {
-        IpAddr::V4(v4) => {
-            buf[..4].copy_from_slice(&v4.octets());
-            (buf, 4)
+/// Stores `w` big-endian into the 16 bytes of `chunk` in one 16-byte store: the compression
+/// loads the block 16 bytes at a time, and a load the CPU cannot forward from a single store
+/// (two 8-byte halves, as `to_be_bytes` is written) waits until those stores reach the cache.
+#[inline(always)]
+fn store_be(chunk: &mut [u8], w: u128) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{__m128i, _mm_set_epi64x, _mm_storeu_si128};
+        if chunk.len() == 16 {
+            let hi = ((w >> 64) as u64).swap_bytes();
+            let lo = (w as u64).swap_bytes();
+            // SAFETY: SSE2 is part of every x86_64 CPU; `chunk` holds the 16 bytes written
+            // (checked above), and the store has no alignment requirement.
+            unsafe {
+                let v = _mm_set_epi64x(lo as i64, hi as i64);
+                _mm_storeu_si128(chunk.as_mut_ptr().cast::<__m128i>(), v);
+            }
+            return;
         }
-        IpAddr::V6(v6) => (v6.octets(), 16),
+    }
+    chunk.copy_from_slice(&w.to_be_bytes());
+}
+
+/// An address as a number left-aligned in 128 bits (IPv4 in the top 32), and its length in
+/// bytes: the pair orders as the address's network-order bytes do.
+fn addr_key(addr: IpAddr) -> (u128, usize) {
+    match addr {
+        IpAddr::V4(v4) => (u128::from(u32::from(v4)) << 96, 4),
+        IpAddr::V6(v6) => (u128::from(v6), 16),
     }
 }
 
@@ -272,23 +337,31 @@ mod tests {
 
     use super::*;
 
-    /// The one-block shortcut against the streaming hasher, for every input length it takes
-    /// and a few byte patterns (including 0x80, the padding byte, and all-ones).
+    /// The one-block shortcut against the streaming hasher, for every input length it takes,
+    /// a few byte patterns (including 0x80, the padding byte, and all-ones), and the message
+    /// put together from pieces of every size it is given in (so pieces that end a 16-byte
+    /// word, and pieces split across two, are covered at every offset).
     #[test]
     fn test_one_block_sha1_equals_streaming_sha1() {
         use sha1::{Digest, Sha1};
         for len in 0..=MAX_INPUT {
             for fill in [0x00u8, 0x80, 0xff, 0x5a] {
-                let mut block = [0u8; 64];
-                for (i, b) in block[..len].iter_mut().enumerate() {
-                    *b = fill ^ (i as u8).wrapping_mul(37);
+                let bytes: Vec<u8> = (0..len)
+                    .map(|i| fill ^ (i as u8).wrapping_mul(37))
+                    .collect();
+                let expected: [u8; 20] = Sha1::digest(&bytes).into();
+                for piece in 1..=16 {
+                    let mut m = Message::default();
+                    for chunk in bytes.chunks(piece) {
+                        let v = chunk.iter().fold(0u128, |v, &b| v << 8 | u128::from(b));
+                        m.put(v, chunk.len());
+                    }
+                    assert_eq!(
+                        m.sha1(),
+                        expected,
+                        "len {len} fill {fill:#x} pieces of {piece}"
+                    );
                 }
-                let expected: [u8; 20] = Sha1::digest(&block[..len]).into();
-                assert_eq!(
-                    sha1_one_block(&mut block, len),
-                    expected,
-                    "len {len} fill {fill:#x}"
-                );
             }
         }
     }
