@@ -112,7 +112,8 @@ pub fn tshark(what: &str) -> Option<String> {
     Some(tshark)
 }
 
-/// `f` over `items` on a few threads; results in the order of `items`.
+/// `f` over `items` on a few threads; results in the order of `items`. A panic in `f` (a
+/// failed assertion) is raised again on the caller's thread with its own message.
 pub fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8));
     let next = AtomicUsize::new(0);
@@ -131,7 +132,7 @@ pub fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec
             .collect();
         workers
             .into_iter()
-            .flat_map(|w| w.join().expect("worker thread panicked"))
+            .flat_map(|w| w.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
             .collect()
     });
     results.sort_by_key(|(i, _)| *i);
