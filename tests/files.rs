@@ -73,6 +73,28 @@ fn tmp(name: &str) -> PathBuf {
     d.join(name)
 }
 
+/// Files a test writes, removed when the guard goes, whether the test passes or fails (a
+/// failed assertion unwinds through it): thousands of cut files are not left behind.
+#[derive(Default)]
+struct TempFiles(Vec<PathBuf>);
+
+impl TempFiles {
+    /// [`tmp`]`(name)`, removed with the guard.
+    fn path(&mut self, name: &str) -> PathBuf {
+        let p = tmp(name);
+        self.0.push(p.clone());
+        p
+    }
+}
+
+impl Drop for TempFiles {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
 /// One SYN as both sides report it: packet number, time (RFC 3339, microseconds) and tuple.
 type Syn = (u64, String, String, u16, String, u16);
 
@@ -326,6 +348,7 @@ fn libpcap_records(path: &Path) -> u64 {
 
 #[test]
 fn plain_records_are_ours_until_one_is_not() {
+    let mut temps = TempFiles::default();
     // Classic pcap in both byte orders and both resolutions, cooked v1 (whose pseudo-header
     // libpcap swaps, but only in files of the other byte order), empty records, time going
     // back: every record is ours. (What the frames are is `read_frames_gives_what_next_frame_
@@ -355,16 +378,16 @@ fn plain_records_are_ours_until_one_is_not() {
     let path = fixture("over_snaplen.pcap");
     assert_eq!(read_plainly(&path), (libpcap_records(&path), 0, None));
 
-    let mix = tmp("plain-mix.pcap");
+    let mix = temps.path("plain-mix.pcap");
     let n = mixgen::span_mix(&mix, 3_000).expect("mix") as u64;
     assert_eq!(read_plainly(&mix), (n, n, None));
     let bytes = std::fs::read(&mix).expect("mix");
     // A record libpcap cuts to the snap length after the 1,500th: libpcap reads from it on.
-    let long = tmp("plain-mix-long-record.pcap");
+    let long = temps.path("plain-mix-long-record.pcap");
     std::fs::write(&long, with_long_record(&bytes, 1_500)).expect("write");
     assert_eq!(read_plainly(&long), (n + 1, 1_500, None));
     // A record libpcap refuses after the 1,500th: its error, at packet 1,501.
-    let refused = tmp("plain-mix-refused-record.pcap");
+    let refused = temps.path("plain-mix-refused-record.pcap");
     std::fs::write(&refused, with_refused_record(&bytes, 1_500)).expect("write");
     read_plainly_to_error(
         &refused,
@@ -374,7 +397,7 @@ fn plain_records_are_ours_until_one_is_not() {
     );
     // The mix with its last record cut (a capture whose writer was killed): libpcap is
     // handed the file at that record, and its error stands.
-    let tail = tmp("plain-mix-cut-tail.pcap");
+    let tail = temps.path("plain-mix-cut-tail.pcap");
     std::fs::write(&tail, &bytes[..bytes.len() - 5]).expect("write");
     read_plainly_to_error(
         &tail,
@@ -392,7 +415,7 @@ fn plain_records_are_ours_until_one_is_not() {
         ),
         ("plain-snap-max.pcap", 0x7fff_ffff, vec![(0x7fff_0000, 40)]),
     ] {
-        let path = tmp(name);
+        let path = temps.path(name);
         std::fs::write(&path, crafted_pcap(snaplen, &records)).expect("write");
         let first_long = records.iter().position(|r| r.0 > 262_144).unwrap() as u64;
         read_plainly_to_error(
@@ -407,11 +430,10 @@ fn plain_records_are_ours_until_one_is_not() {
             ),
         );
         harness::read_frames_agree(std::slice::from_ref(&path), first_long as usize);
-        let _ = std::fs::remove_file(path);
     }
     // The file cut shorter while being read: the record we would hand libpcap lies past its
     // new end, which is said.
-    let cut = tmp("plain-mix-cut-while-read.pcap");
+    let cut = temps.path("plain-mix-cut-while-read.pcap");
     std::fs::write(&cut, &bytes).expect("write");
     let mut src = FileSource::open(&cut.to_string_lossy()).expect("opens");
     assert_eq!(src.read_frames(1_000, |_| {}), Ok(1_000));
@@ -431,9 +453,6 @@ fn plain_records_are_ours_until_one_is_not() {
         "{err}"
     );
     assert_eq!(src.next_frame().map(|f| f.is_none()), Ok(true), "finished");
-    for p in [mix, long, refused, cut, tail] {
-        let _ = std::fs::remove_file(p);
-    }
 }
 
 #[test]
@@ -444,7 +463,8 @@ fn read_frames_gives_what_next_frame_gives() {
         .collect();
     assert!(inputs.len() >= 50, "{} fixture captures", inputs.len());
     // A mix of several thousand packets: batches end at every size asked for, 1,024 included.
-    let mix = tmp("frames-mix.pcap");
+    let mut temps = TempFiles::default();
+    let mix = temps.path("frames-mix.pcap");
     let n = mixgen::span_mix(&mix, 5_000).expect("mix");
     assert!(n >= 5_000);
     inputs.push(mix.clone());
@@ -453,7 +473,7 @@ fn read_frames_gives_what_next_frame_gives() {
     for name in ["flow_timeouts_custom.pcap", "pcapng_multi_link.pcapng"] {
         let whole = std::fs::read(fixture(name)).expect("fixture");
         for cut in 0..whole.len() {
-            let file = tmp(&format!("frames-cut-{cut:05}-{name}"));
+            let file = temps.path(&format!("frames-cut-{cut:05}-{name}"));
             std::fs::write(&file, &whole[..cut]).expect("cut file");
             inputs.push(file);
         }
@@ -466,14 +486,11 @@ fn read_frames_gives_what_next_frame_gives() {
         ("refused", with_refused_record(&mix_bytes, 2_500)),
         ("long", with_long_record(&mix_bytes, 2_500)),
     ] {
-        let file = tmp(&format!("frames-mix-{name}-record.pcap"));
+        let file = temps.path(&format!("frames-mix-{name}-record.pcap"));
         std::fs::write(&file, edited).expect("edited mix");
         inputs.push(file);
     }
     harness::read_frames_agree(&inputs, 20_000);
-    for p in inputs.iter().filter(|p| p.starts_with(tmp(""))) {
-        let _ = std::fs::remove_file(p);
-    }
 }
 
 /// Runs `exfilwatch read --quiet PATH` (JSON alerts on standard output) with `input`'s bytes
@@ -625,7 +642,8 @@ fn every_cut_of_a_multi_link_file_reads_a_prefix() {
 
     let cuts: Vec<usize> = (0..whole.len()).collect();
     let outcomes: Vec<(&str, Vec<String>)> = par_map(&cuts, |&cut| {
-        let file = tmp(&format!("cut-{cut:04}-{name}"));
+        let mut temp = TempFiles::default();
+        let file = temp.path(&format!("cut-{cut:04}-{name}"));
         std::fs::write(&file, &whole[..cut]).expect("cut file");
         let mut cmd = Command::new(BIN);
         cmd.args(["read", "--rules"]).arg(&rules).arg(&file);
@@ -633,7 +651,7 @@ fn every_cut_of_a_multi_link_file_reads_a_prefix() {
             Ok(o) => o,
             Err(e) => return ("hang", vec![format!("cut at {cut}: {e}")]),
         };
-        let _ = std::fs::remove_file(&file);
+        drop(temp);
         let mut p = Vec::new();
         if out.stderr.contains("panicked") {
             p.push(format!("cut at {cut}: panicked: {}", out.stderr));
