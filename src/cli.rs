@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::alert::{AlertWriter, Format, Output};
 use crate::engine::Engine;
+use crate::flow::EndReason;
 use crate::pipeline::{self, ReadReport};
 use crate::rules::{LoadError, RuleSet};
 
@@ -340,10 +341,17 @@ pub fn summary(files: &[String], r: &ReadReport) -> String {
         }
     );
     let f = &r.engine.flows;
+    // Flows still open when the input ended (closed ones end by their FIN or RST).
+    let open_at_end = r
+        .engine
+        .ended
+        .iter()
+        .find(|(reason, _)| *reason == EndReason::Shutdown.as_str())
+        .map_or(0, |(_, n)| *n);
     let _ = writeln!(
         s,
-        "  flows: created={} expired={} evicted={} closed={} reused={} peak={} orphan_fragments={}",
-        f.created, f.expired, f.evicted, f.closed, f.reused, f.peak, f.orphan_fragments
+        "  flows: created={} expired={} evicted={} closed={} reused={} peak={} orphan_fragments={} open_at_end={}",
+        f.created, f.expired, f.evicted, f.closed, f.reused, f.peak, f.orphan_fragments, open_at_end
     );
     let per_rule: Vec<String> = r
         .engine

@@ -197,3 +197,86 @@ fn classic_pcap_seconds_are_unsigned_past_2038() {
         ]
     );
 }
+
+/// The summary's `open_at_end`: without `--flows` the flows left at the end are only counted
+/// (by end reason, with a shortcut when none of them was closed by FIN or RST); with it each
+/// gets a record. On every fixture the count must equal the records with reason `shutdown`,
+/// and every created flow must end exactly once.
+#[test]
+fn summary_counts_the_flows_open_at_the_end_as_their_records_do() {
+    let summary_field = |stderr: &str, key: &str| -> Option<u64> {
+        let flows = stderr
+            .lines()
+            .find(|l| l.trim_start().starts_with("flows:"))?;
+        flows
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+            .map(|v| v.parse().expect("a number"))
+    };
+    let mut checked = 0;
+    let (mut open_total, mut closed_records) = (0, 0);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "pcap" || e == "pcapng"))
+        .collect();
+    files.sort();
+    for (i, file) in files.iter().enumerate() {
+        let counted = Command::new(BIN)
+            .args(["read", "--alerts", "/dev/null"])
+            .arg(file)
+            .output()
+            .unwrap();
+        let records_path = tmp(&format!("open-at-end-{i}.json"));
+        let _ = std::fs::remove_file(&records_path);
+        let recorded = Command::new(BIN)
+            .args(["read", "--alerts", "/dev/null", "--flows"])
+            .arg(&records_path)
+            .arg(file)
+            .output()
+            .unwrap();
+        let records = std::fs::read_to_string(&records_path).unwrap_or_default();
+        let _ = std::fs::remove_file(&records_path);
+        let (err1, err2) = (
+            String::from_utf8_lossy(&counted.stderr),
+            String::from_utf8_lossy(&recorded.stderr),
+        );
+        let (Some(open), Some(open2)) = (
+            summary_field(&err1, "open_at_end"),
+            summary_field(&err2, "open_at_end"),
+        ) else {
+            // A file nothing could be read from has no summary.
+            assert_eq!(
+                counted.status.code(),
+                Some(2),
+                "{file:?}: no summary: {err1}"
+            );
+            continue;
+        };
+        let reason = |r: &str| {
+            records
+                .lines()
+                .filter(|l| l.contains(&format!("\"reason\":\"{r}\"")))
+                .count() as u64
+        };
+        assert_eq!(
+            open, open2,
+            "{file:?}: the summary with and without --flows"
+        );
+        assert_eq!(open, reason("shutdown"), "{file:?}: {err1}");
+        assert_eq!(
+            records.lines().count() as u64,
+            summary_field(&err1, "created").unwrap(),
+            "{file:?}: one record per created flow"
+        );
+        open_total += open;
+        closed_records += reason("fin") + reason("rst");
+        checked += 1;
+    }
+    assert!(checked >= 40, "{checked} fixtures had a summary");
+    assert!(
+        open_total > 0 && closed_records > 0,
+        "{open_total} open, {closed_records} closed"
+    );
+}
