@@ -74,6 +74,38 @@ impl Index {
             .map(|i| self.buckets[i].slot)
     }
 
+    /// The slot of the first entry with `hash` that `is_key` accepts; if there is none,
+    /// `new_slot` is added under `hash` (where that probe ended) and `None` returned. One
+    /// probe for what [`Index::find`] then [`Index::insert`] would probe twice.
+    pub(super) fn find_or_insert(
+        &mut self,
+        hash: u32,
+        mut is_key: impl FnMut(u32) -> bool,
+        new_slot: u32,
+    ) -> Option<u32> {
+        debug_assert_ne!(new_slot, EMPTY);
+        if (self.len + 1) * 2 > self.buckets.len() {
+            self.grow();
+        }
+        let mask = self.mask();
+        let mut i = hash as usize & mask;
+        loop {
+            let b = self.buckets[i];
+            if b.slot == EMPTY {
+                self.buckets[i] = Bucket {
+                    slot: new_slot,
+                    hash,
+                };
+                self.len += 1;
+                return None;
+            }
+            if b.hash == hash && is_key(b.slot) {
+                return Some(b.slot);
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
     /// Adds `slot` under `hash` (the caller knows its key is not in yet).
     pub(super) fn insert(&mut self, hash: u32, slot: u32) {
         debug_assert_ne!(slot, EMPTY);
@@ -196,8 +228,9 @@ mod tests {
         *x
     }
 
-    /// Random inserts and removals, with hashes crowded into few homes (long runs, wrapping at
-    /// the array's end), checked against a std map after every step.
+    /// Random inserts (by `insert` and by `find_or_insert`) and removals, with hashes crowded
+    /// into few homes (long runs, wrapping at the array's end), checked against a std map
+    /// after every step.
     #[test]
     fn test_index_agrees_with_a_map_under_churn() {
         for spread in [u32::MAX, 0xff, 0x0f] {
@@ -211,7 +244,12 @@ mod tests {
                     // Hashes near the top too, so runs wrap around.
                     let hash =
                         ((r >> 32) as u32 & spread) | (((r as u32) & 1).wrapping_neg() & !spread);
-                    idx.insert(hash, next_slot);
+                    if r & 2 == 0 {
+                        idx.insert(hash, next_slot);
+                    } else {
+                        // A key not in: added where the probe ended.
+                        assert_eq!(idx.find_or_insert(hash, |_| false, next_slot), None);
+                    }
                     model.insert(next_slot, hash);
                     next_slot += 1;
                 } else {
@@ -224,6 +262,12 @@ mod tests {
                 if step % 97 == 0 {
                     for (&slot, &hash) in &model {
                         assert_eq!(idx.find(hash, |s| s == slot), Some(slot), "step {step}");
+                    }
+                    // A key that is in: found, nothing added.
+                    if let Some((&slot, &hash)) = model.iter().next() {
+                        let found = idx.find_or_insert(hash, |s| s == slot, u32::MAX - 1);
+                        assert_eq!(found, Some(slot), "step {step}");
+                        assert_eq!(idx.len(), model.len());
                     }
                     assert_eq!(idx.find(0x1234_5678, |_| false), None);
                 }

@@ -653,16 +653,14 @@ impl FlowTable {
         debug_assert_eq!(hash, self.hash(key));
         let found = if below_cap && later_fragment.is_none() {
             let slab = &self.slab;
-            match self.map.find(hash, |slot| key_of(slab, slot) == Some(key)) {
-                Some(slot) => Some(slot),
-                None => {
-                    // The slot `new_flow` will use: the top of the free list, or the next one.
-                    let slot = self.free.last().copied().unwrap_or(self.slab.len() as u32);
-                    self.map.insert(hash, slot);
-                    created = true;
-                    None
-                }
-            }
+            // The slot `new_flow` will use if the key is not in: the top of the free list, or
+            // the next one.
+            let next = self.free.last().copied().unwrap_or(slab.len() as u32);
+            let found = self
+                .map
+                .find_or_insert(hash, |slot| key_of(slab, slot) == Some(key), next);
+            created = found.is_none();
+            found
         } else {
             self.find(hash, key)
         };
