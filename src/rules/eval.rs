@@ -287,7 +287,9 @@ impl Evaluator {
                     .new_connection
                     .candidates(p.src, p.dst, Some(dst), &mut cand);
                 for &i in cand {
-                    if rules[i].matches_tuple(p.proto, p.src, p.dst, Some(dst)) {
+                    // The port index found it by this port: only the rest is tested.
+                    debug_assert!(rules[i].matches_port(Some(dst)));
+                    if rules[i].matches_addrs(p.proto, p.src, p.dst) {
                         out.push(Match {
                             rule: i,
                             src: p.src,
@@ -307,7 +309,8 @@ impl Evaluator {
                 .egress
                 .candidates(ini.addr, resp.addr, dport, &mut cand);
             for &i in cand {
-                if rules[i].matches_tuple(flow.key.proto(), ini.addr, resp.addr, dport) {
+                debug_assert!(rules[i].matches_port(dport));
+                if rules[i].matches_addrs(flow.key.proto(), ini.addr, resp.addr) {
                     out.push(Match {
                         rule: i,
                         src: ini.addr,
@@ -472,10 +475,12 @@ mod tests {
                 (&e.new_connection, RuleKind::NewConnection),
             ] {
                 let cand = index.candidates(src, dest, port, &mut cand);
+                // Candidates are found by their port: the evaluator tests only the rest.
+                assert!(cand.iter().all(|&i| rs.rules[i].matches_port(port)));
                 let got: Vec<usize> = cand
                     .iter()
                     .copied()
-                    .filter(|&i| rs.rules[i].matches_tuple(proto::TCP, src, dest, port))
+                    .filter(|&i| rs.rules[i].matches_addrs(proto::TCP, src, dest))
                     .collect();
                 let want: Vec<usize> = (0..rs.rules.len())
                     .filter(|&i| {

@@ -322,15 +322,25 @@ impl Rule {
     /// Whether a connection from `src` to `dst:dport` (no port for portless protocols) over
     /// protocol `proto` satisfies the rule's address, port and protocol conditions.
     pub fn matches_tuple(&self, proto: u8, src: IpAddr, dst: IpAddr, dport: Option<u16>) -> bool {
+        self.matches_addrs(proto, src, dst) && self.matches_port(dport)
+    }
+
+    /// [`Rule::matches_tuple`] without the destination port: for candidates a port index
+    /// found by that port ([`crate::rules::eval`]), whose ports are known to match.
+    pub fn matches_addrs(&self, proto: u8, src: IpAddr, dst: IpAddr) -> bool {
         self.proto.matches(proto)
             && self.src.as_ref().is_none_or(|n| n.contains(src))
             && self.dest.as_ref().is_none_or(|n| n.contains(dst))
             && self.src_not.as_ref().is_none_or(|n| !n.contains(src))
             && self.dest_not.as_ref().is_none_or(|n| !n.contains(dst))
-            && match &self.dest_port {
-                None => true,
-                Some(ps) => dport.is_some_and(|p| ps.contains(p)),
-            }
+    }
+
+    /// Whether destination port `dport` (`None`: a portless protocol) is one the rule takes.
+    pub fn matches_port(&self, dport: Option<u16>) -> bool {
+        match &self.dest_port {
+            None => true,
+            Some(ps) => dport.is_some_and(|p| ps.contains(p)),
+        }
     }
 }
 
