@@ -67,8 +67,9 @@ enum Sink {
 type Failure = Option<(io::ErrorKind, String)>;
 
 /// The writer thread's first error, shared with the engine, which checks it before every
-/// line and record: a flag read without a lock (taking the lock a million times cost a flood's
-/// engine thread about 4% of its time), the error itself under the lock once set.
+/// line and record: a flag read without a lock (taking the lock per record was 3.9% of all
+/// CPU samples of a 1M-alert flood, on the engine thread), the error itself under the lock once
+/// set.
 #[derive(Default)]
 struct FirstError {
     set: AtomicBool,

@@ -16,7 +16,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Bytes faulted in at a time.
 pub(super) const STEP: usize = 1 << 20;
-const PAGE: usize = 4096;
 
 /// Set when the kernel refused the call: demand faults only from then on.
 static UNSUPPORTED: AtomicBool = AtomicBool::new(false);
@@ -46,10 +45,17 @@ impl Ahead {
     #[inline(never)]
     fn populate(&mut self, base: usize, used: usize, cap: usize) {
         self.base = base;
+        // The system's page size (4 KiB here, 16 or 64 KiB on some arm64 kernels: madvise
+        // wants a page-aligned start). sysconf reads it from the auxiliary vector.
+        // SAFETY: sysconf has no preconditions.
+        let page = match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+            n if n > 0 && (n as usize).is_power_of_two() => n as usize,
+            _ => 4096,
+        };
         // From the page holding the last byte written (already there: skipped) to a step
         // on, within the capacity.
-        let start = (base + used) & !(PAGE - 1);
-        let end = (base + cap).min(start + STEP) & !(PAGE - 1);
+        let start = (base + used) & !(page - 1);
+        let end = (base + cap).min(start + STEP) & !(page - 1);
         self.done = end.saturating_sub(base).max(used + 1);
         if end <= start || UNSUPPORTED.load(Ordering::Relaxed) {
             return;
