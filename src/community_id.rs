@@ -201,7 +201,6 @@ fn icmp6_counterpart(icmp_type: u16) -> Option<u16> {
     })
 }
 
-/// Network-order bytes of an address in a fixed buffer, plus the used length.
 /// SHA-1's initial state (FIPS 180-4, 5.3.1).
 const SHA1_H0: [u32; 5] = [
     0x6745_2301,
@@ -232,7 +231,8 @@ impl Message {
         if off + n <= 16 {
             self.words[w] |= v << ((16 - off - n) * 8);
         } else {
-            // Split across two words: `first` bytes end this one, the rest start the next.
+            // Split across two words: the first 16 - off bytes end this one, the rest (`rest`
+            // bytes) start the next.
             let rest = n - (16 - off);
             self.words[w] |= v >> (rest * 8);
             self.words[w + 1] |= v << ((16 - rest) * 8);
