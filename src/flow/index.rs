@@ -50,22 +50,11 @@ impl Index {
 
     /// The index of the first bucket of `hash`'s run (from its home to the next empty
     /// bucket) that `is` accepts.
-    fn position(&self, hash: u32, mut is: impl FnMut(Bucket) -> bool) -> Option<usize> {
+    fn position(&self, hash: u32, is: impl FnMut(Bucket) -> bool) -> Option<usize> {
         if self.len == 0 {
             return None;
         }
-        let mask = self.mask();
-        let mut i = hash as usize & mask;
-        loop {
-            let b = self.buckets[i];
-            if b.slot == EMPTY {
-                return None;
-            }
-            if is(b) {
-                return Some(i);
-            }
-            i = (i + 1) & mask;
-        }
+        probe(&self.buckets, hash, is).ok()
     }
 
     /// The slot of the first entry with `hash` that `is_key` accepts.
@@ -87,33 +76,23 @@ impl Index {
         if (self.len + 1) * 2 > self.buckets.len() {
             self.grow();
         }
-        let mask = self.mask();
-        let mut i = hash as usize & mask;
-        loop {
-            let b = self.buckets[i];
-            if b.slot == EMPTY {
+        match probe(&self.buckets, hash, |b| b.hash == hash && is_key(b.slot)) {
+            Ok(i) => Some(self.buckets[i].slot),
+            Err(i) => {
                 self.buckets[i] = Bucket {
                     slot: new_slot,
                     hash,
                 };
                 self.len += 1;
-                return None;
+                None
             }
-            if b.hash == hash && is_key(b.slot) {
-                return Some(b.slot);
-            }
-            i = (i + 1) & mask;
         }
     }
 
     /// Adds `slot` under `hash` (the caller knows its key is not in yet).
     pub(super) fn insert(&mut self, hash: u32, slot: u32) {
-        debug_assert_ne!(slot, EMPTY);
-        if (self.len + 1) * 2 > self.buckets.len() {
-            self.grow();
-        }
-        place(&mut self.buckets, Bucket { slot, hash });
-        self.len += 1;
+        let found = self.find_or_insert(hash, |_| false, slot);
+        debug_assert!(found.is_none());
     }
 
     /// Removes the entry of `slot` (whose key hashes to `hash`); false if it is not in.
@@ -171,14 +150,34 @@ impl Index {
     }
 }
 
-/// Puts `b` in the first empty bucket from its home on (the array is at most half full).
-fn place(buckets: &mut [Bucket], b: Bucket) {
+/// Walks `hash`'s run in `buckets` (not empty, at most half full) from its home bucket: `Ok`
+/// with the index of the first bucket `is` accepts, or `Err` with that of the empty bucket
+/// that ends the run (where an entry of `hash` is added).
+#[inline(always)]
+fn probe(
+    buckets: &[Bucket],
+    hash: u32,
+    mut is: impl FnMut(Bucket) -> bool,
+) -> Result<usize, usize> {
     let mask = buckets.len() - 1;
-    let mut i = b.hash as usize & mask;
-    while buckets[i].slot != EMPTY {
+    let mut i = hash as usize & mask;
+    loop {
+        let b = buckets[i];
+        if b.slot == EMPTY {
+            return Err(i);
+        }
+        if is(b) {
+            return Ok(i);
+        }
         i = (i + 1) & mask;
     }
-    buckets[i] = b;
+}
+
+/// Puts `b` in the first empty bucket from its home on (the array is at most half full).
+fn place(buckets: &mut [Bucket], b: Bucket) {
+    match probe(buckets, b.hash, |_| false) {
+        Ok(i) | Err(i) => buckets[i] = b,
+    }
 }
 
 /// Asks the CPU to start loading the cache line of `r` (no effect on what the program does).
