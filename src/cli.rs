@@ -342,12 +342,7 @@ pub fn summary(files: &[String], r: &ReadReport) -> String {
     );
     let f = &r.engine.flows;
     // Flows still open when the input ended (closed ones end by their FIN or RST).
-    let open_at_end = r
-        .engine
-        .ended
-        .iter()
-        .find(|(reason, _)| *reason == EndReason::Shutdown.as_str())
-        .map_or(0, |(_, n)| *n);
+    let open_at_end = r.engine.ended[EndReason::Shutdown.index()].1;
     let _ = writeln!(
         s,
         "  flows: created={} expired={} evicted={} closed={} reused={} peak={} orphan_fragments={} open_at_end={}",
