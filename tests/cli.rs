@@ -4,6 +4,8 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+mod common;
+
 const BIN: &str = env!("CARGO_BIN_EXE_exfilwatch");
 
 fn fixture(name: &str) -> PathBuf {
@@ -215,13 +217,7 @@ fn summary_counts_the_flows_open_at_the_end_as_their_records_do() {
     };
     let mut checked = 0;
     let (mut open_total, mut closed_records) = (0, 0);
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "pcap" || e == "pcapng"))
-        .collect();
-    files.sort();
+    let files = common::files_in("fixtures", &["pcap", "pcapng"]);
     for (i, file) in files.iter().enumerate() {
         let counted = Command::new(BIN)
             .args(["read", "--alerts", "/dev/null"])
