@@ -119,18 +119,17 @@ impl WriterThread {
         let thread = std::thread::Builder::new()
             .name("exfilwatch-writer".into())
             .spawn(move || {
-                // After the first error nothing more is written; the error is kept. The lock
-                // is not held while writing: the engine checks it before every line.
-                let failure = || err.get();
+                // After the first error nothing more is written; the error is kept (the engine
+                // checks for it before every line).
                 let run = |w: &mut Box<dyn Write + Send>,
                            op: &dyn Fn(&mut Box<dyn Write + Send>) -> io::Result<()>|
                  -> Failure {
-                    if failure().is_none() {
+                    if err.get().is_none() {
                         if let Err(e) = op(w) {
                             err.record(&e);
                         }
                     }
-                    failure()
+                    err.get()
                 };
                 // Lines formatted here, written out whenever a buffer's worth is ready and
                 // before anything else is written.
