@@ -532,8 +532,11 @@ fn cut_torn_line(f: &File) -> io::Result<u64> {
         None => return Ok(0), // a long line that is not ours: leave the file alone
     };
     // Only what we write: a JSON record or a text alert (which starts with its time stamp).
+    // The tail is a start of one (not empty: the file does not end with a newline), so a
+    // write(2) cut after a record's first byte left `{` alone.
     let tail = &buf[(keep - start) as usize..];
-    if !(tail.starts_with(b"{\"") || tail.first().is_some_and(u8::is_ascii_digit)) {
+    let json = tail.starts_with(b"{\"") || tail == b"{";
+    if !(json || tail.first().is_some_and(u8::is_ascii_digit)) {
         return Ok(0);
     }
     f.set_len(keep)?;
@@ -577,6 +580,11 @@ mod tests {
         assert_eq!(after_open("json", &torn), whole);
         assert_eq!(after_open("whole", &whole), whole);
         assert_eq!(after_open("only-torn", b"{\"timest"), b"");
+        // A write cut after a record's first byte.
+        let mut one = whole.clone();
+        one.push(b'{');
+        assert_eq!(after_open("first-byte", &one), whole);
+        assert_eq!(after_open("only-first-byte", b"{"), b"");
         // A text alert starts with its time stamp.
         assert_eq!(
             after_open("text", b"2025-11-25T12:00:00Z a\n2025-11"),
