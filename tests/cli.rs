@@ -276,3 +276,82 @@ fn summary_counts_the_flows_open_at_the_end_as_their_records_do() {
         "{open_total} open, {closed_records} closed"
     );
 }
+
+/// An alert file has one writer: a second exfilwatch given a file another holds (here, the
+/// test holds its lock) stops before reading, names the file, and leaves it untouched, torn
+/// tail and all. Alerts and flow records given one file share it, every line whole.
+#[test]
+fn an_output_file_has_one_writer_unless_alerts_and_flows_share_it() {
+    use std::os::fd::AsRawFd;
+    let held = tmp("held.json");
+    std::fs::write(&held, b"{\"a\":1}\n{\"torn").unwrap();
+    let f = std::fs::File::open(&held).unwrap();
+    // SAFETY: flock on a descriptor this test owns.
+    assert_eq!(
+        unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) },
+        0
+    );
+    for flag in ["--alerts", "--flows"] {
+        let out = Command::new(BIN)
+            .args(["read", flag])
+            .arg(&held)
+            .arg(fixture("reference-layout.pcap"))
+            .stdout(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{flag}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(err.contains("held.json: cannot open"), "{err}");
+        assert!(err.contains("lock"), "{err}");
+        assert!(!err.contains("packets"), "nothing was read: {err}");
+    }
+    assert_eq!(std::fs::read(&held).unwrap(), b"{\"a\":1}\n{\"torn");
+    drop(f);
+
+    // Separate files, then one file for both.
+    let capture = fixture("flow_expiry.pcap");
+    let (alerts, flows, both) = (
+        tmp("own-alerts.json"),
+        tmp("own-flows.json"),
+        tmp("both.json"),
+    );
+    for p in [&alerts, &flows, &both] {
+        let _ = std::fs::remove_file(p);
+    }
+    let run = |a: &Path, f: &Path| {
+        let out = Command::new(BIN)
+            .args(["read", "--quiet", "--alerts"])
+            .arg(a)
+            .arg("--flows")
+            .arg(f)
+            .arg(&capture)
+            .output()
+            .unwrap();
+        assert!(matches!(out.status.code(), Some(0 | 1)), "{out:?}");
+    };
+    run(&alerts, &flows);
+    // The same file by two spellings.
+    run(&both, &tmp("../cli/both.json"));
+    let lines = |p: &Path| -> Vec<String> {
+        let text = std::fs::read_to_string(p).unwrap();
+        assert!(text.ends_with('\n'));
+        let mut v: Vec<String> = text.lines().map(String::from).collect();
+        for l in &v {
+            serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+        }
+        v.sort();
+        v
+    };
+    let mut separate = lines(&alerts);
+    separate.extend(lines(&flows));
+    separate.sort();
+    let shared = lines(&both);
+    assert!(shared
+        .iter()
+        .any(|l| l.contains("\"event_type\":\"alert\"")));
+    assert!(shared.iter().any(|l| l.contains("\"event_type\":\"flow\"")));
+    assert_eq!(shared, separate);
+    for p in [&alerts, &flows, &both] {
+        let _ = std::fs::remove_file(p);
+    }
+}

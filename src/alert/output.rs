@@ -7,8 +7,15 @@
 //! so a flood's kernel copy time overlaps its processing; at most eight buffers wait, then the
 //! engine waits too (a blocked output blocks the engine, never the capture). Alerts go over as
 //! records and are formatted on that thread too ([`Output::push_record`]), in order with the
-//! lines around them. A write error is returned by the next call after it. An output can be shared ([`Output::share`]) by several engines (live workers): each line
-//! goes in whole under a lock, so lines from different engines never interleave.
+//! lines around them. A write error is returned by the next call after it. An output can be
+//! shared ([`Output::share`]) by several engines (live workers): each line goes in whole under
+//! a lock, so lines from different engines never interleave.
+//!
+//! A file is locked when opened ([`Lock`], `flock(2)`): a file one output writes alone is
+//! written in whole pages, a line split across two writes where a page ends (only a flush
+//! writes a part page), and a second writer is refused rather than let in between the parts.
+//! Standard output, pipes, devices, and a file the alert and flow outputs share get whole
+//! lines per write. A kill can leave a part line at the end either way; the next open cuts it.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -44,8 +51,82 @@ enum Job {
     Records(Records),
     /// Write what came before, flush, answer with the first error so far.
     Flush(Sender<Option<(io::ErrorKind, String)>>),
-    /// Flush, then write to this from now on (reopen).
-    Replace(Box<dyn Write + Send>),
+    /// Flush, then write to this from now on (reopen), with its length if its writes may end
+    /// on page boundaries (see [`Dest`]).
+    Replace(Box<dyn Write + Send>, Option<u64>),
+}
+
+/// Where the writer thread writes. A file that this output alone writes (it holds the file's
+/// exclusive lock) is written in whole pages of the file: each write ends on a page boundary,
+/// lines split across two writes where they must, and only a flush writes the last part page.
+/// The kernel takes about a fifth less time per byte then: a write that ends inside a page
+/// leaves that page to be looked up and filled again by the next (1M-SYN flood, 516 MB of
+/// alerts: the writer's system CPU 0.124 -> 0.108 s, wall 4.61 -> 4.13 times the bare loop;
+/// `write(2)` of 516 MB in 256 KiB pieces on this machine's ext4, 12 runs each: 0.105 s
+/// median page-aligned, 0.121-0.135 s not). Other outputs get whole lines per write.
+struct Dest {
+    w: Box<dyn Write + Send>,
+    /// The file's length as our writes leave it, for a file written in pages.
+    end: Option<u64>,
+    page: u64,
+}
+
+impl Dest {
+    fn new(w: Box<dyn Write + Send>, end: Option<u64>) -> Dest {
+        Dest {
+            w,
+            end,
+            page: crate::os::page_size() as u64,
+        }
+    }
+
+    fn write(&mut self, b: &[u8]) -> io::Result<()> {
+        if b.is_empty() {
+            return Ok(());
+        }
+        self.w.write_all(b)?;
+        if let Some(end) = &mut self.end {
+            *end += b.len() as u64;
+        }
+        Ok(())
+    }
+
+    /// Writes `pending` then `more`, up to the last page boundary of the file they reach when
+    /// the file is written in pages (all of them otherwise); what is not written stays in
+    /// `pending`, in order.
+    fn write_pages(&mut self, pending: &mut Vec<u8>, more: &[u8]) -> io::Result<()> {
+        let Some(end) = self.end else {
+            self.write(pending)?;
+            pending.clear();
+            return self.write(more);
+        };
+        let page = self.page;
+        let held = pending.len();
+        // Bytes from the start of `pending` to the last page boundary within the two.
+        let cut = ((end + (held + more.len()) as u64) & !(page - 1)).saturating_sub(end) as usize;
+        if cut <= held {
+            self.write(&pending[..cut])?;
+            pending.drain(..cut);
+            pending.extend_from_slice(more);
+            return Ok(());
+        }
+        // The boundary lies in `more`: `pending` is topped up to its page's end and written,
+        // then `more`'s whole pages straight from it (not copied), and its rest kept.
+        let fill = ((page - (end + held as u64) % page) % page) as usize;
+        pending.extend_from_slice(&more[..fill]);
+        self.write(pending)?;
+        pending.clear();
+        self.write(&more[fill..cut - held])?;
+        pending.extend_from_slice(&more[cut - held..]);
+        Ok(())
+    }
+
+    /// Writes all of `pending`.
+    fn write_all(&mut self, pending: &mut Vec<u8>) -> io::Result<()> {
+        let r = self.write(pending);
+        pending.clear();
+        r
+    }
 }
 
 /// Lines and alert records being gathered, and where they go. Records gathered go out before
@@ -110,7 +191,7 @@ fn as_io(e: &(io::ErrorKind, String)) -> io::Error {
 }
 
 impl WriterThread {
-    fn start(mut w: Box<dyn Write + Send>) -> io::Result<WriterThread> {
+    fn start(w: Box<dyn Write + Send>, end: Option<u64>) -> io::Result<WriterThread> {
         let (tx, rx) = bounded::<Job>(WAITING);
         let (recycle_tx, recycled) = bounded::<Vec<u8>>(WAITING + 1);
         let (recycle_recs_tx, recycled_recs) = bounded::<Vec<Record>>(WAITING + 1);
@@ -119,70 +200,60 @@ impl WriterThread {
         let thread = std::thread::Builder::new()
             .name("exfilwatch-writer".into())
             .spawn(move || {
+                let mut dest = Dest::new(w, end);
                 // After the first error nothing more is written; the error is kept (the engine
                 // checks for it before every line).
-                let run = |w: &mut Box<dyn Write + Send>,
-                           op: &dyn Fn(&mut Box<dyn Write + Send>) -> io::Result<()>|
-                 -> Failure {
+                let run = |op: &mut dyn FnMut() -> io::Result<()>| -> Failure {
                     if err.get().is_none() {
-                        if let Err(e) = op(w) {
+                        if let Err(e) = op() {
                             err.record(&e);
                         }
                     }
                     err.get()
                 };
-                // Lines formatted here, written out whenever a buffer's worth is ready and
-                // before anything else is written.
-                let mut formatted: Vec<u8> = Vec::with_capacity(BUF + 4096);
+                // Bytes not written yet: lines formatted here, and the part page a file
+                // written in pages keeps back. They go out before anything after them.
+                let mut pending: Vec<u8> = Vec::with_capacity(BUF + 4096);
                 let mut frags = Fragments::default();
-                let drain = |w: &mut Box<dyn Write + Send>, f: &mut Vec<u8>| {
-                    if !f.is_empty() {
-                        run(w, &|w| w.write_all(f));
-                        f.clear();
-                    }
-                };
                 for job in rx {
                     match job {
                         Job::Records(mut r) => {
                             if let Err(e) = frags.bind(&r.ctx, &r.file) {
-                                run(&mut w, &|_| Err(io::Error::new(e.kind(), e.to_string())));
+                                run(&mut || Err(io::Error::new(e.kind(), e.to_string())));
                             }
                             for rec in &r.list {
                                 if let Some(a) = rec.view(&r.ctx, &r.file) {
                                     if let Err(e) =
-                                        super::write_alert(&mut formatted, r.format, &a, &mut frags)
+                                        super::write_alert(&mut pending, r.format, &a, &mut frags)
                                     {
-                                        run(&mut w, &|_| {
-                                            Err(io::Error::new(e.kind(), e.to_string()))
-                                        });
+                                        run(&mut || Err(io::Error::new(e.kind(), e.to_string())));
                                     }
                                 }
-                                if formatted.len() >= BUF {
-                                    drain(&mut w, &mut formatted);
+                                if pending.len() >= BUF {
+                                    run(&mut || dest.write_pages(&mut pending, &[]));
                                 }
                             }
                             r.list.clear();
                             let _ = recycle_recs_tx.try_send(r.list);
                         }
                         Job::Data(mut b) => {
-                            drain(&mut w, &mut formatted);
-                            run(&mut w, &|w| w.write_all(&b));
+                            run(&mut || dest.write_pages(&mut pending, &b));
                             b.clear();
                             let _ = recycle_tx.try_send(b);
                         }
                         Job::Flush(ack) => {
-                            drain(&mut w, &mut formatted);
-                            let _ = ack.send(run(&mut w, &|w| w.flush()));
+                            run(&mut || dest.write_all(&mut pending));
+                            let _ = ack.send(run(&mut || dest.w.flush()));
                         }
-                        Job::Replace(new) => {
-                            drain(&mut w, &mut formatted);
-                            run(&mut w, &|w| w.flush());
-                            w = new;
+                        Job::Replace(new, end) => {
+                            run(&mut || dest.write_all(&mut pending));
+                            run(&mut || dest.w.flush());
+                            dest = Dest::new(new, end);
                         }
                     }
                 }
-                drain(&mut w, &mut formatted);
-                run(&mut w, &|w| w.flush());
+                run(&mut || dest.write_all(&mut pending));
+                run(&mut || dest.w.flush());
             })?;
         Ok(WriterThread {
             tx: Some(tx),
@@ -218,11 +289,13 @@ impl Drop for WriterThread {
 }
 
 impl Spool {
-    fn threaded(w: Box<dyn Write + Send>) -> io::Result<Spool> {
+    /// Written on a writer thread; `end`: the file's length, for a file written in pages
+    /// (see [`Dest`]).
+    fn threaded(w: Box<dyn Write + Send>, end: Option<u64>) -> io::Result<Spool> {
         Ok(Spool {
             buf: Vec::with_capacity(BUF),
             recs: None,
-            sink: Sink::Thread(WriterThread::start(w)?),
+            sink: Sink::Thread(WriterThread::start(w, end)?),
         })
     }
 
@@ -336,14 +409,14 @@ impl Spool {
         }
     }
 
-    fn replace(&mut self, new: Box<dyn Write + Send>) -> io::Result<()> {
+    fn replace(&mut self, new: Box<dyn Write + Send>, end: Option<u64>) -> io::Result<()> {
         self.flush()?;
         match &mut self.sink {
             Sink::Direct(w) => {
                 *w = new;
                 Ok(())
             }
-            Sink::Thread(t) => t.send(Job::Replace(new)),
+            Sink::Thread(t) => t.send(Job::Replace(new, end)),
         }
     }
 }
@@ -357,8 +430,22 @@ impl Drop for Spool {
 
 enum Target {
     Stdout,
-    File(PathBuf),
+    /// The path, its lock, and the device and inode of the file open now.
+    File(PathBuf, Lock, (u64, u64)),
     Writer,
+}
+
+/// How an output file is held against other writers: a lock taken with `flock(2)` when it is
+/// opened (and again when it is reopened), kept while it is open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lock {
+    /// This output is the file's only writer: the file is written in whole pages, lines split
+    /// across writes. Another writer holding any lock on it is refused.
+    Exclusive,
+    /// Other outputs holding this lock may append to the file too (the alert and the flow
+    /// output of one run, given the same file): whole lines per write, which `O_APPEND`
+    /// keeps apart.
+    Shared,
 }
 
 /// An alert destination.
@@ -405,15 +492,23 @@ impl Output {
         let fd = io::stdout().as_fd().try_clone_to_owned()?;
         Ok(Output(Inner::Own(Own {
             target: Target::Stdout,
-            w: Spool::threaded(Box::new(File::from(fd)))?,
+            w: Spool::threaded(Box::new(File::from(fd)), None)?,
         })))
     }
 
-    /// `path`, created if missing, appended to.
+    /// `path`, created if missing, appended to by this output alone ([`Lock::Exclusive`]).
+    /// Fails if another process (or output) holds the file's lock.
     pub fn append(path: &Path) -> io::Result<Output> {
+        Output::append_with(path, Lock::Exclusive)
+    }
+
+    /// `path`, created if missing, appended to under `lock`.
+    pub fn append_with(path: &Path, lock: Lock) -> io::Result<Output> {
+        let (f, end) = open_append(path, lock)?;
+        let id = file_id(&f.metadata()?);
         Ok(Output(Inner::Own(Own {
-            target: Target::File(path.to_path_buf()),
-            w: Spool::threaded(Box::new(open_append(path)?))?,
+            target: Target::File(path.to_path_buf(), lock, id),
+            w: Spool::threaded(Box::new(f), end)?,
         })))
     }
 
@@ -430,7 +525,7 @@ impl Output {
     pub fn describe(&self) -> String {
         let name = |o: &Own| match &o.target {
             Target::Stdout => "standard output".into(),
-            Target::File(p) => p.display().to_string(),
+            Target::File(p, ..) => p.display().to_string(),
             Target::Writer => "alert writer".into(),
         };
         match &self.0 {
@@ -467,21 +562,29 @@ impl Output {
         self.with(|o| o.w.flush())
     }
 
-    /// Flushes, then reopens a file output by its path (a no-op for other outputs). If the
-    /// path cannot be opened, the old file stays in use and the error is returned.
+    /// Flushes, then reopens a file output by its path (a no-op for other outputs, and when
+    /// the path still names the file open now: it keeps its lock). If the path cannot be
+    /// opened, the old file stays in use and the error is returned.
     pub fn reopen(&mut self) -> io::Result<()> {
         self.with(|o| {
             o.w.flush()?;
-            if let Target::File(p) = &o.target {
-                let f = open_append(p)?;
-                o.w.replace(Box::new(f))?;
+            if let Target::File(p, lock, id) = &mut o.target {
+                if std::fs::metadata(&*p).is_ok_and(|m| file_id(&m) == *id) {
+                    return Ok(());
+                }
+                let (f, end) = open_append(p, *lock)?;
+                let new_id = file_id(&f.metadata()?);
+                o.w.replace(Box::new(f), end)?;
+                *id = new_id;
             }
             Ok(())
         })
     }
 }
 
-fn open_append(p: &Path) -> io::Result<File> {
+/// Opens `p` for appending under `lock`, after cutting a torn last line. With the file's
+/// length when it is to be written in pages: a regular file locked exclusively.
+fn open_append(p: &Path, lock: Lock) -> io::Result<(File, Option<u64>)> {
     let append = || OpenOptions::new().create(true).append(true).open(p);
     // Read access only to look at a regular file's tail: a FIFO opened read-write would never
     // see its reader go away.
@@ -495,6 +598,8 @@ fn open_append(p: &Path) -> io::Result<File> {
     } else {
         append()?
     };
+    // Before the tail is looked at: another writer's line in progress is not ours to cut.
+    let locked = f.metadata()?.is_file() && take_lock(&f, lock)?;
     if let Ok(n) = cut_torn_line(&f) {
         if n > 0 {
             eprintln!(
@@ -504,7 +609,39 @@ fn open_append(p: &Path) -> io::Result<File> {
             );
         }
     }
-    Ok(f)
+    let end = match lock {
+        Lock::Exclusive if locked => Some(f.metadata()?.len()),
+        _ => None,
+    };
+    Ok((f, end))
+}
+
+fn file_id(m: &std::fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (m.dev(), m.ino())
+}
+
+/// Takes `lock` on `f` without waiting: `Ok(false)` if the file system has no locks (whole
+/// lines are written then), an error if another holds a lock that excludes it.
+fn take_lock(f: &File, lock: Lock) -> io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    let op = match lock {
+        Lock::Exclusive => libc::LOCK_EX,
+        Lock::Shared => libc::LOCK_SH,
+    };
+    // SAFETY: flock on a descriptor we own; it changes nothing in memory.
+    if unsafe { libc::flock(f.as_raw_fd(), op | libc::LOCK_NB) } == 0 {
+        return Ok(true);
+    }
+    let e = io::Error::last_os_error();
+    if e.kind() == io::ErrorKind::WouldBlock {
+        return Err(io::Error::new(
+            e.kind(),
+            "another writer holds the file's lock (another exfilwatch writing it?): give each \
+             run an output file of its own",
+        ));
+    }
+    Ok(false)
 }
 
 /// If `f` does not end with a newline, cuts it back to just after its last one (or to empty):
@@ -566,7 +703,7 @@ mod tests {
     fn after_open(name: &str, content: &[u8]) -> Vec<u8> {
         let p = std::env::temp_dir().join(format!("exfw-torn-{}-{name}", std::process::id()));
         std::fs::write(&p, content).unwrap();
-        drop(open_append(&p).unwrap());
+        drop(open_append(&p, Lock::Exclusive).unwrap());
         let v = std::fs::read(&p).unwrap();
         let _ = std::fs::remove_file(&p);
         v
@@ -594,6 +731,155 @@ mod tests {
     }
 
     use super::MemorySink;
+
+    /// Writes of a file written in pages: each ends on a page boundary of the file (but a
+    /// flush's), none is empty, and together with what is kept back they are the bytes given,
+    /// in order. Random pieces, lines and data buffers, from random starting lengths, on pages
+    /// of 64 bytes (many boundaries) and 4 KiB.
+    #[test]
+    fn test_a_file_written_in_pages_gets_whole_pages_and_every_byte() {
+        #[derive(Clone, Default)]
+        struct Writes(Arc<Mutex<Vec<Vec<u8>>>>);
+        impl Write for Writes {
+            fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+                // At most 1000 bytes a call: write_all's loop ends writes anywhere.
+                let n = b.len().min(1000);
+                self.0.lock().unwrap().push(b[..n].to_vec());
+                Ok(n)
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        for page in [64u64, 4096] {
+            for round in 0..40 {
+                let start = next(3 * page);
+                let writes = Writes::default();
+                let mut dest = Dest {
+                    w: Box::new(writes.clone()),
+                    end: Some(start),
+                    page,
+                };
+                let (mut pending, mut given) = (Vec::new(), Vec::new());
+                let mut flushed_at = Vec::new();
+                for step in 0..200 {
+                    let piece: Vec<u8> = (0..next(5 * page))
+                        .map(|i| b'a' + ((i + step) % 26) as u8)
+                        .collect();
+                    given.extend_from_slice(&piece);
+                    match next(10) {
+                        // A line formatted into `pending`, then the writer's check.
+                        0..=5 => {
+                            pending.extend_from_slice(&piece);
+                            dest.write_pages(&mut pending, &[]).unwrap();
+                        }
+                        6..=8 => dest.write_pages(&mut pending, &piece).unwrap(),
+                        _ => {
+                            // A flush: all of it.
+                            pending.extend_from_slice(&piece);
+                            dest.write_all(&mut pending).unwrap();
+                            flushed_at.push(writes.0.lock().unwrap().len());
+                        }
+                    }
+                    assert!((pending.len() as u64) < page, "round {round} step {step}");
+                }
+                let writes = writes.0.lock().unwrap();
+                let mut at = start;
+                let mut whole_pages_end = true;
+                for (i, w) in writes.iter().enumerate() {
+                    assert!(!w.is_empty());
+                    at += w.len() as u64;
+                    // Pieces of one write_all call end anywhere; the call's last ends on a
+                    // boundary, unless it is a flush's.
+                    let last_of_call = w.len() < 1000;
+                    if last_of_call && !flushed_at.contains(&(i + 1)) {
+                        whole_pages_end &= at % page == 0;
+                    }
+                }
+                assert!(whole_pages_end, "page {page} round {round}");
+                assert_eq!(dest.end, Some(at));
+                let mut got = writes.concat();
+                got.extend_from_slice(&pending);
+                assert_eq!(got, given, "page {page} round {round}");
+            }
+        }
+    }
+
+    /// SIGHUP's reopen: a path that still names the open file keeps it (and its lock); a path
+    /// moved away and made anew (logrotate) gets the new file, locked, and the old one's lock
+    /// is let go.
+    #[test]
+    fn test_reopen_follows_the_path_and_moves_the_lock() {
+        let path = std::env::temp_dir().join(format!("exfw-reopen-{}", std::process::id()));
+        let moved = path.with_extension("1");
+        for p in [&path, &moved] {
+            let _ = std::fs::remove_file(p);
+        }
+        let mut out = Output::append(&path).unwrap();
+        out.write_line(b"a\n").unwrap();
+        out.reopen().unwrap();
+        out.write_line(b"b\n").unwrap();
+        out.flush().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"a\nb\n");
+        std::fs::rename(&path, &moved).unwrap();
+        out.write_line(b"c\n").unwrap();
+        out.reopen().unwrap();
+        out.write_line(b"d\n").unwrap();
+        out.flush().unwrap();
+        assert_eq!(std::fs::read(&moved).unwrap(), b"a\nb\nc\n");
+        assert_eq!(std::fs::read(&path).unwrap(), b"d\n");
+        assert!(Output::append(&path).is_err());
+        drop(Output::append(&moved).unwrap());
+        drop(out);
+        for p in [&path, &moved] {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+
+    /// One writer alone holds a file written in pages: a second, of this process or another,
+    /// is refused, before it cuts anything; writers that share the file coexist.
+    #[test]
+    fn test_a_file_written_in_pages_has_one_writer() {
+        let path = std::env::temp_dir().join(format!("exfw-lock-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let mut first = Output::append(&path).unwrap();
+        first.write_line(b"{\"a\":1}\n").unwrap();
+        first.flush().unwrap();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"{\"torn")
+            .unwrap();
+        for lock in [Lock::Exclusive, Lock::Shared] {
+            let e = Output::append_with(&path, lock).err().expect("refused");
+            assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+            assert!(e.to_string().contains("lock"), "{e}");
+        }
+        assert_eq!(std::fs::read(&path).unwrap(), b"{\"a\":1}\n{\"torn");
+        drop(first);
+        let mut a = Output::append_with(&path, Lock::Shared).unwrap();
+        let mut b = Output::append_with(&path, Lock::Shared).unwrap();
+        assert!(Output::append(&path).is_err());
+        a.write_line(b"{\"b\":2}\n").unwrap();
+        a.flush().unwrap();
+        b.write_line(b"{\"c\":3}\n").unwrap();
+        b.flush().unwrap();
+        drop((a, b));
+        // The first shared writer cut the torn tail; the second found whole lines.
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            b"{\"a\":1}\n{\"b\":2}\n{\"c\":3}\n"
+        );
+        let _ = std::fs::remove_file(&path);
+    }
 
     #[test]
     fn test_lines_arrive_whole_and_in_order_through_both_spools() {
