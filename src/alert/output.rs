@@ -158,9 +158,15 @@ struct FirstError {
 }
 
 impl FirstError {
+    /// Whether there is an error.
+    #[inline]
+    fn is_set(&self) -> bool {
+        self.set.load(Ordering::Acquire)
+    }
+
     /// The error, once there is one.
     fn get(&self) -> Failure {
-        if !self.set.load(Ordering::Acquire) {
+        if !self.is_set() {
             return None;
         }
         self.slot.lock().map_or_else(
@@ -316,10 +322,13 @@ impl Spool {
     }
 
     /// The writer thread's first error, if any (a direct sink reports errors as they happen).
+    #[inline]
     fn failed(&self) -> io::Result<()> {
         match &self.sink {
-            Sink::Thread(t) => t.error().map_or(Ok(()), Err),
-            Sink::Direct(_) => Ok(()),
+            // The flag alone, inlined, on the path of every record (the error's copy and
+            // its drop took 46 instructions a record, callgrind).
+            Sink::Thread(t) if t.error.is_set() => t.error().map_or(Ok(()), Err),
+            _ => Ok(()),
         }
     }
 
