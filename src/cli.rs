@@ -5,13 +5,13 @@
 
 use std::fmt::Write as _;
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::alert::{AlertWriter, Format, Lock, Output};
+use crate::alert::{AlertWriter, Format, Output};
 use crate::engine::Engine;
 use crate::flow::EndReason;
 use crate::pipeline::{self, ReadReport};
@@ -225,45 +225,16 @@ fn check_rules(paths: &[PathBuf]) -> u8 {
     }
 }
 
-fn open_output(path: Option<&PathBuf>, lock: Lock) -> io::Result<Output> {
+fn open_output(path: Option<&PathBuf>) -> io::Result<Output> {
     match path {
-        Some(p) => Output::append_with(p, lock),
+        Some(p) => Output::append(p),
         None => Output::stdout(),
     }
 }
 
-/// How the alert and the flow outputs lock their files: shared when both are one file (each
-/// then writes whole lines, kept apart by `O_APPEND`, as Suricata's eve.json holds both
-/// kinds), else each its own alone.
-fn output_lock(alerts: Option<&PathBuf>, flows: Option<&PathBuf>) -> Lock {
-    match (alerts, flows) {
-        (Some(a), Some(f)) if same_file(a, f) => Lock::Shared,
-        _ => Lock::Exclusive,
-    }
-}
-
-/// Whether two paths name one file: the same device and inode when both exist, else the same
-/// path once the directory is resolved.
-fn same_file(a: &Path, b: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    if let (Ok(x), Ok(y)) = (std::fs::metadata(a), std::fs::metadata(b)) {
-        return x.dev() == y.dev() && x.ino() == y.ino();
-    }
-    let resolve = |p: &Path| {
-        let dir = match p.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        dir.canonicalize()
-            .ok()
-            .map(|d| d.join(p.file_name().unwrap_or_default()))
-    };
-    resolve(a).is_some_and(|x| Some(x) == resolve(b))
-}
-
 /// The alert output, or `None` after reporting why it cannot be opened.
-fn output_or_report(path: Option<&PathBuf>, lock: Lock) -> Option<Output> {
-    open_output(path, lock)
+fn output_or_report(path: Option<&PathBuf>) -> Option<Output> {
+    open_output(path)
         .map_err(|e| {
             let name = path.map_or("standard output".to_string(), |p| p.display().to_string());
             eprint_err(format_args!("{name}: cannot open alert output: {e}"));
@@ -275,8 +246,7 @@ fn read(args: ReadArgs) -> u8 {
     let Some(rules) = rules_or_report(&args.rules) else {
         return EXIT_ERROR;
     };
-    let lock = output_lock(args.alerts.as_ref(), args.flows.as_ref());
-    let Some(out) = output_or_report(args.alerts.as_ref(), lock) else {
+    let Some(out) = output_or_report(args.alerts.as_ref()) else {
         return EXIT_ERROR;
     };
     let format = match args.format {
@@ -285,7 +255,7 @@ fn read(args: ReadArgs) -> u8 {
     };
     let mut engine = Engine::new(rules, AlertWriter::new(format, out));
     if let Some(p) = &args.flows {
-        match Output::append_with(p, lock) {
+        match Output::append(p) {
             Ok(o) => engine.set_flow_output(o),
             Err(e) => {
                 eprint_err(format_args!(
@@ -498,16 +468,11 @@ fn live(args: LiveArgs) -> u8 {
         return EXIT_ERROR;
     }
     let existed = args.alerts.as_ref().is_some_and(|p| p.exists());
-    let lock = output_lock(args.alerts.as_ref(), args.flows.as_ref());
-    let Some(out) = output_or_report(args.alerts.as_ref(), lock) else {
+    let Some(out) = output_or_report(args.alerts.as_ref()) else {
         return EXIT_ERROR;
     };
     let flows_existed = args.flows.as_ref().is_some_and(|p| p.exists());
-    let flows_out = match args
-        .flows
-        .as_ref()
-        .map(|p| (p, Output::append_with(p, lock)))
-    {
+    let flows_out = match args.flows.as_ref().map(|p| (p, Output::append(p))) {
         None => None,
         Some((_, Ok(o))) => Some(o),
         Some((p, Err(e))) => {

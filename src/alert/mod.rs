@@ -15,7 +15,7 @@ use std::sync::Arc;
 pub use limit::{Limiter, Verdict, SWEEP_EVERY as LIMITER_SWEEP_EVERY};
 #[cfg(test)]
 pub(crate) use output::MemorySink;
-pub use output::{Lock, Output};
+pub use output::Output;
 
 use crate::decode::{proto, Vlans};
 use crate::rules::Rule;

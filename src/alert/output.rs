@@ -7,16 +7,8 @@
 //! so a flood's kernel copy time overlaps its processing; at most eight buffers wait, then the
 //! engine waits too (a blocked output blocks the engine, never the capture). Alerts go over as
 //! records and are formatted on that thread too ([`Output::push_record`]), in order with the
-//! lines around them. A write error is returned by the next call after it. An output can be
-//! shared ([`Output::share`]) by several engines (live workers): each line goes in whole under
-//! a lock, so lines from different engines never interleave.
-//!
-//! A file is locked when opened ([`Lock`], `flock(2)`): a file one output writes alone is
-//! written in whole 256 KiB blocks of the file, a line split across two writes where a block
-//! ends (only a flush writes a part block), and a second writer is refused rather than let in
-//! between the parts.
-//! Standard output, pipes, devices, and a file the alert and flow outputs share get whole
-//! lines per write. A kill can leave a part line at the end either way; the next open cuts it.
+//! lines around them. A write error is returned by the next call after it. An output can be shared ([`Output::share`]) by several engines (live workers): each line
+//! goes in whole under a lock, so lines from different engines never interleave.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -52,89 +44,8 @@ enum Job {
     Records(Records),
     /// Write what came before, flush, answer with the first error so far.
     Flush(Sender<Option<(io::ErrorKind, String)>>),
-    /// Flush, then write to this from now on (reopen), with its length if its writes may end
-    /// on block boundaries (see [`Dest`]).
-    Replace(Box<dyn Write + Send>, Option<u64>),
-}
-
-/// Where the writer thread writes. A file that this output alone writes (it holds the file's
-/// exclusive lock) is written in whole blocks of [`BUF`] bytes of the file: each write ends on
-/// a multiple of 256 KiB, lines split across two writes where they must, and only a flush
-/// writes the last part block. The kernel then takes less time per byte (6-17% below),
-/// most likely because a write that fills a naturally aligned 256 KiB of the file gets one large
-/// page-cache folio instead of 64 pages (Linux 6.18, ext4, this machine). `write(2)` of 516 MB
-/// in 256 KiB pieces, 30 runs each: 0.105 s median at offsets that are multiples of 256 KiB,
-/// 0.112 s at 4 KiB-aligned offsets that are not, 0.112 s at unaligned ones. (In two such sets
-/// of the aligned pattern, 3 and 1 runs of 30 took 0.4-0.9 s, all in the copy into the page
-/// cache; exfilwatch's own runs, over 60 on the flood, showed no such run.) 1M-SYN flood, 516
-/// MB of alerts: the writer thread's system CPU 0.125 -> 0.104 s, wall 4.32 -> 4.10 times the
-/// bare loop; appended to a file of 12,221 bytes, the process's system CPU 0.225 s as before
-/// with 4 KiB blocks, 0.202 s with 256 KiB ones. Other outputs get whole lines
-/// per write.
-struct Dest {
-    w: Box<dyn Write + Send>,
-    /// The file's length as our writes leave it, for a file written in blocks.
-    end: Option<u64>,
-    /// The block size, a power of two.
-    block: u64,
-}
-
-impl Dest {
-    fn new(w: Box<dyn Write + Send>, end: Option<u64>) -> Dest {
-        Dest {
-            w,
-            end,
-            block: BUF as u64,
-        }
-    }
-
-    fn write(&mut self, b: &[u8]) -> io::Result<()> {
-        if b.is_empty() {
-            return Ok(());
-        }
-        self.w.write_all(b)?;
-        if let Some(end) = &mut self.end {
-            *end += b.len() as u64;
-        }
-        Ok(())
-    }
-
-    /// Writes `pending` then `more`, up to the last block boundary of the file they reach when
-    /// the file is written in blocks (all of them otherwise); what is not written stays in
-    /// `pending`, in order.
-    fn write_blocks(&mut self, pending: &mut Vec<u8>, more: &[u8]) -> io::Result<()> {
-        let Some(end) = self.end else {
-            self.write(pending)?;
-            pending.clear();
-            return self.write(more);
-        };
-        let block = self.block;
-        let held = pending.len();
-        // Bytes from the start of `pending` to the last block boundary within the two.
-        let cut = ((end + (held + more.len()) as u64) & !(block - 1)).saturating_sub(end) as usize;
-        if cut <= held {
-            self.write(&pending[..cut])?;
-            pending.drain(..cut);
-            pending.extend_from_slice(more);
-            return Ok(());
-        }
-        // The boundary lies in `more`: `pending` is topped up to its block's end and written,
-        // then `more`'s whole blocks straight from it (not copied), and its rest kept.
-        let fill = ((block - (end + held as u64) % block) % block) as usize;
-        pending.extend_from_slice(&more[..fill]);
-        self.write(pending)?;
-        pending.clear();
-        self.write(&more[fill..cut - held])?;
-        pending.extend_from_slice(&more[cut - held..]);
-        Ok(())
-    }
-
-    /// Writes all of `pending`.
-    fn write_all(&mut self, pending: &mut Vec<u8>) -> io::Result<()> {
-        let r = self.write(pending);
-        pending.clear();
-        r
-    }
+    /// Flush, then write to this from now on (reopen).
+    Replace(Box<dyn Write + Send>),
 }
 
 /// Lines and alert records being gathered, and where they go. Records gathered go out before
@@ -205,7 +116,7 @@ fn as_io(e: &(io::ErrorKind, String)) -> io::Error {
 }
 
 impl WriterThread {
-    fn start(w: Box<dyn Write + Send>, end: Option<u64>) -> io::Result<WriterThread> {
+    fn start(mut w: Box<dyn Write + Send>) -> io::Result<WriterThread> {
         let (tx, rx) = bounded::<Job>(WAITING);
         let (recycle_tx, recycled) = bounded::<Vec<u8>>(WAITING + 1);
         let (recycle_recs_tx, recycled_recs) = bounded::<Vec<Record>>(WAITING + 1);
@@ -214,60 +125,70 @@ impl WriterThread {
         let thread = std::thread::Builder::new()
             .name("exfilwatch-writer".into())
             .spawn(move || {
-                let mut dest = Dest::new(w, end);
                 // After the first error nothing more is written; the error is kept (the engine
                 // checks for it before every line).
-                let run = |op: &mut dyn FnMut() -> io::Result<()>| -> Failure {
+                let run = |w: &mut Box<dyn Write + Send>,
+                           op: &dyn Fn(&mut Box<dyn Write + Send>) -> io::Result<()>|
+                 -> Failure {
                     if err.get().is_none() {
-                        if let Err(e) = op() {
+                        if let Err(e) = op(w) {
                             err.record(&e);
                         }
                     }
                     err.get()
                 };
-                // Bytes not written yet: lines formatted here, and the part block a file
-                // written in blocks keeps back. They go out before anything after them.
-                let mut pending: Vec<u8> = Vec::with_capacity(2 * BUF + 4096);
+                // Lines formatted here, written out whenever a buffer's worth is ready and
+                // before anything else is written.
+                let mut formatted: Vec<u8> = Vec::with_capacity(BUF + 4096);
                 let mut frags = Fragments::default();
+                let drain = |w: &mut Box<dyn Write + Send>, f: &mut Vec<u8>| {
+                    if !f.is_empty() {
+                        run(w, &|w| w.write_all(f));
+                        f.clear();
+                    }
+                };
                 for job in rx {
                     match job {
                         Job::Records(mut r) => {
                             if let Err(e) = frags.bind(&r.ctx, &r.file) {
-                                run(&mut || Err(io::Error::new(e.kind(), e.to_string())));
+                                run(&mut w, &|_| Err(io::Error::new(e.kind(), e.to_string())));
                             }
                             for rec in &r.list {
                                 if let Some(a) = rec.view(&r.ctx, &r.file) {
                                     if let Err(e) =
-                                        super::write_alert(&mut pending, r.format, &a, &mut frags)
+                                        super::write_alert(&mut formatted, r.format, &a, &mut frags)
                                     {
-                                        run(&mut || Err(io::Error::new(e.kind(), e.to_string())));
+                                        run(&mut w, &|_| {
+                                            Err(io::Error::new(e.kind(), e.to_string()))
+                                        });
                                     }
                                 }
-                                if pending.len() >= BUF {
-                                    run(&mut || dest.write_blocks(&mut pending, &[]));
+                                if formatted.len() >= BUF {
+                                    drain(&mut w, &mut formatted);
                                 }
                             }
                             r.list.clear();
                             let _ = recycle_recs_tx.try_send(r.list);
                         }
                         Job::Data(mut b) => {
-                            run(&mut || dest.write_blocks(&mut pending, &b));
+                            drain(&mut w, &mut formatted);
+                            run(&mut w, &|w| w.write_all(&b));
                             b.clear();
                             let _ = recycle_tx.try_send(b);
                         }
                         Job::Flush(ack) => {
-                            run(&mut || dest.write_all(&mut pending));
-                            let _ = ack.send(run(&mut || dest.w.flush()));
+                            drain(&mut w, &mut formatted);
+                            let _ = ack.send(run(&mut w, &|w| w.flush()));
                         }
-                        Job::Replace(new, end) => {
-                            run(&mut || dest.write_all(&mut pending));
-                            run(&mut || dest.w.flush());
-                            dest = Dest::new(new, end);
+                        Job::Replace(new) => {
+                            drain(&mut w, &mut formatted);
+                            run(&mut w, &|w| w.flush());
+                            w = new;
                         }
                     }
                 }
-                run(&mut || dest.write_all(&mut pending));
-                run(&mut || dest.w.flush());
+                drain(&mut w, &mut formatted);
+                run(&mut w, &|w| w.flush());
             })?;
         Ok(WriterThread {
             tx: Some(tx),
@@ -303,13 +224,11 @@ impl Drop for WriterThread {
 }
 
 impl Spool {
-    /// Written on a writer thread; `end`: the file's length, for a file written in blocks
-    /// (see [`Dest`]).
-    fn threaded(w: Box<dyn Write + Send>, end: Option<u64>) -> io::Result<Spool> {
+    fn threaded(w: Box<dyn Write + Send>) -> io::Result<Spool> {
         Ok(Spool {
             buf: Vec::with_capacity(BUF),
             recs: None,
-            sink: Sink::Thread(WriterThread::start(w, end)?),
+            sink: Sink::Thread(WriterThread::start(w)?),
         })
     }
 
@@ -426,14 +345,14 @@ impl Spool {
         }
     }
 
-    fn replace(&mut self, new: Box<dyn Write + Send>, end: Option<u64>) -> io::Result<()> {
+    fn replace(&mut self, new: Box<dyn Write + Send>) -> io::Result<()> {
         self.flush()?;
         match &mut self.sink {
             Sink::Direct(w) => {
                 *w = new;
                 Ok(())
             }
-            Sink::Thread(t) => t.send(Job::Replace(new, end)),
+            Sink::Thread(t) => t.send(Job::Replace(new)),
         }
     }
 }
@@ -447,22 +366,8 @@ impl Drop for Spool {
 
 enum Target {
     Stdout,
-    /// The path, its lock, and the device and inode of the file open now.
-    File(PathBuf, Lock, (u64, u64)),
+    File(PathBuf),
     Writer,
-}
-
-/// How an output file is held against other writers: a lock taken with `flock(2)` when it is
-/// opened (and again when it is reopened), kept while it is open.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Lock {
-    /// This output is the file's only writer: the file is written in whole 256 KiB blocks,
-    /// lines split across writes. Another writer holding any lock on it is refused.
-    Exclusive,
-    /// Other outputs holding this lock may append to the file too (the alert and the flow
-    /// output of one run, given the same file): whole lines per write, which `O_APPEND`
-    /// keeps apart.
-    Shared,
 }
 
 /// An alert destination.
@@ -509,23 +414,15 @@ impl Output {
         let fd = io::stdout().as_fd().try_clone_to_owned()?;
         Ok(Output(Inner::Own(Own {
             target: Target::Stdout,
-            w: Spool::threaded(Box::new(File::from(fd)), None)?,
+            w: Spool::threaded(Box::new(File::from(fd)))?,
         })))
     }
 
-    /// `path`, created if missing, appended to by this output alone ([`Lock::Exclusive`]).
-    /// Fails if another process (or output) holds the file's lock.
+    /// `path`, created if missing, appended to.
     pub fn append(path: &Path) -> io::Result<Output> {
-        Output::append_with(path, Lock::Exclusive)
-    }
-
-    /// `path`, created if missing, appended to under `lock`.
-    pub fn append_with(path: &Path, lock: Lock) -> io::Result<Output> {
-        let (f, end) = open_append(path, lock)?;
-        let id = file_id(&f.metadata()?);
         Ok(Output(Inner::Own(Own {
-            target: Target::File(path.to_path_buf(), lock, id),
-            w: Spool::threaded(Box::new(f), end)?,
+            target: Target::File(path.to_path_buf()),
+            w: Spool::threaded(Box::new(open_append(path)?))?,
         })))
     }
 
@@ -542,7 +439,7 @@ impl Output {
     pub fn describe(&self) -> String {
         let name = |o: &Own| match &o.target {
             Target::Stdout => "standard output".into(),
-            Target::File(p, ..) => p.display().to_string(),
+            Target::File(p) => p.display().to_string(),
             Target::Writer => "alert writer".into(),
         };
         match &self.0 {
@@ -579,29 +476,21 @@ impl Output {
         self.with(|o| o.w.flush())
     }
 
-    /// Flushes, then reopens a file output by its path (a no-op for other outputs, and when
-    /// the path still names the file open now: it keeps its lock). If the path cannot be
-    /// opened, the old file stays in use and the error is returned.
+    /// Flushes, then reopens a file output by its path (a no-op for other outputs). If the
+    /// path cannot be opened, the old file stays in use and the error is returned.
     pub fn reopen(&mut self) -> io::Result<()> {
         self.with(|o| {
             o.w.flush()?;
-            if let Target::File(p, lock, id) = &mut o.target {
-                if std::fs::metadata(&*p).is_ok_and(|m| file_id(&m) == *id) {
-                    return Ok(());
-                }
-                let (f, end) = open_append(p, *lock)?;
-                let new_id = file_id(&f.metadata()?);
-                o.w.replace(Box::new(f), end)?;
-                *id = new_id;
+            if let Target::File(p) = &o.target {
+                let f = open_append(p)?;
+                o.w.replace(Box::new(f))?;
             }
             Ok(())
         })
     }
 }
 
-/// Opens `p` for appending under `lock`, after cutting a torn last line. With the file's
-/// length when it is to be written in blocks: a regular file locked exclusively.
-fn open_append(p: &Path, lock: Lock) -> io::Result<(File, Option<u64>)> {
+fn open_append(p: &Path) -> io::Result<File> {
     let append = || OpenOptions::new().create(true).append(true).open(p);
     // Read access only to look at a regular file's tail: a FIFO opened read-write would never
     // see its reader go away.
@@ -615,8 +504,6 @@ fn open_append(p: &Path, lock: Lock) -> io::Result<(File, Option<u64>)> {
     } else {
         append()?
     };
-    // Before the tail is looked at: another writer's line in progress is not ours to cut.
-    let locked = f.metadata()?.is_file() && take_lock(&f, lock)?;
     if let Ok(n) = cut_torn_line(&f) {
         if n > 0 {
             eprintln!(
@@ -626,39 +513,7 @@ fn open_append(p: &Path, lock: Lock) -> io::Result<(File, Option<u64>)> {
             );
         }
     }
-    let end = match lock {
-        Lock::Exclusive if locked => Some(f.metadata()?.len()),
-        _ => None,
-    };
-    Ok((f, end))
-}
-
-fn file_id(m: &std::fs::Metadata) -> (u64, u64) {
-    use std::os::unix::fs::MetadataExt;
-    (m.dev(), m.ino())
-}
-
-/// Takes `lock` on `f` without waiting: `Ok(false)` if the file system has no locks (whole
-/// lines are written then), an error if another holds a lock that excludes it.
-fn take_lock(f: &File, lock: Lock) -> io::Result<bool> {
-    use std::os::fd::AsRawFd;
-    let op = match lock {
-        Lock::Exclusive => libc::LOCK_EX,
-        Lock::Shared => libc::LOCK_SH,
-    };
-    // SAFETY: flock on a descriptor we own; it changes nothing in memory.
-    if unsafe { libc::flock(f.as_raw_fd(), op | libc::LOCK_NB) } == 0 {
-        return Ok(true);
-    }
-    let e = io::Error::last_os_error();
-    if e.kind() == io::ErrorKind::WouldBlock {
-        return Err(io::Error::new(
-            e.kind(),
-            "another writer holds the file's lock (another exfilwatch writing it?): give each \
-             run an output file of its own",
-        ));
-    }
-    Ok(false)
+    Ok(f)
 }
 
 /// If `f` does not end with a newline, cuts it back to just after its last one (or to empty):
@@ -720,7 +575,7 @@ mod tests {
     fn after_open(name: &str, content: &[u8]) -> Vec<u8> {
         let p = std::env::temp_dir().join(format!("exfw-torn-{}-{name}", std::process::id()));
         std::fs::write(&p, content).unwrap();
-        drop(open_append(&p, Lock::Exclusive).unwrap());
+        drop(open_append(&p).unwrap());
         let v = std::fs::read(&p).unwrap();
         let _ = std::fs::remove_file(&p);
         v
@@ -748,155 +603,6 @@ mod tests {
     }
 
     use super::MemorySink;
-
-    /// Writes of a file written in blocks: each ends on a block boundary of the file (but a
-    /// flush's), none is empty, and together with what is kept back they are the bytes given,
-    /// in order. Random pieces, lines and data buffers, from random starting lengths, in blocks
-    /// of 64 bytes (many boundaries) and 4 KiB.
-    #[test]
-    fn test_a_file_written_in_blocks_gets_whole_blocks_and_every_byte() {
-        #[derive(Clone, Default)]
-        struct Writes(Arc<Mutex<Vec<Vec<u8>>>>);
-        impl Write for Writes {
-            fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-                // At most 1000 bytes a call: write_all's loop ends writes anywhere.
-                let n = b.len().min(1000);
-                self.0.lock().unwrap().push(b[..n].to_vec());
-                Ok(n)
-            }
-            fn flush(&mut self) -> io::Result<()> {
-                Ok(())
-            }
-        }
-        let mut x = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut next = move |n: u64| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x % n
-        };
-        for block in [64u64, 4096] {
-            for round in 0..40 {
-                let start = next(3 * block);
-                let writes = Writes::default();
-                let mut dest = Dest {
-                    w: Box::new(writes.clone()),
-                    end: Some(start),
-                    block,
-                };
-                let (mut pending, mut given) = (Vec::new(), Vec::new());
-                let mut flushed_at = Vec::new();
-                for step in 0..200 {
-                    let piece: Vec<u8> = (0..next(5 * block))
-                        .map(|i| b'a' + ((i + step) % 26) as u8)
-                        .collect();
-                    given.extend_from_slice(&piece);
-                    match next(10) {
-                        // A line formatted into `pending`, then the writer's check.
-                        0..=5 => {
-                            pending.extend_from_slice(&piece);
-                            dest.write_blocks(&mut pending, &[]).unwrap();
-                        }
-                        6..=8 => dest.write_blocks(&mut pending, &piece).unwrap(),
-                        _ => {
-                            // A flush: all of it.
-                            pending.extend_from_slice(&piece);
-                            dest.write_all(&mut pending).unwrap();
-                            flushed_at.push(writes.0.lock().unwrap().len());
-                        }
-                    }
-                    assert!((pending.len() as u64) < block, "round {round} step {step}");
-                }
-                let writes = writes.0.lock().unwrap();
-                let mut at = start;
-                let mut whole_blocks_end = true;
-                for (i, w) in writes.iter().enumerate() {
-                    assert!(!w.is_empty());
-                    at += w.len() as u64;
-                    // Pieces of one write_all call end anywhere; the call's last ends on a
-                    // boundary, unless it is a flush's.
-                    let last_of_call = w.len() < 1000;
-                    if last_of_call && !flushed_at.contains(&(i + 1)) {
-                        whole_blocks_end &= at % block == 0;
-                    }
-                }
-                assert!(whole_blocks_end, "block {block} round {round}");
-                assert_eq!(dest.end, Some(at));
-                let mut got = writes.concat();
-                got.extend_from_slice(&pending);
-                assert_eq!(got, given, "block {block} round {round}");
-            }
-        }
-    }
-
-    /// SIGHUP's reopen: a path that still names the open file keeps it (and its lock); a path
-    /// moved away and made anew (logrotate) gets the new file, locked, and the old one's lock
-    /// is let go.
-    #[test]
-    fn test_reopen_follows_the_path_and_moves_the_lock() {
-        let path = std::env::temp_dir().join(format!("exfw-reopen-{}", std::process::id()));
-        let moved = path.with_extension("1");
-        for p in [&path, &moved] {
-            let _ = std::fs::remove_file(p);
-        }
-        let mut out = Output::append(&path).unwrap();
-        out.write_line(b"a\n").unwrap();
-        out.reopen().unwrap();
-        out.write_line(b"b\n").unwrap();
-        out.flush().unwrap();
-        assert_eq!(std::fs::read(&path).unwrap(), b"a\nb\n");
-        std::fs::rename(&path, &moved).unwrap();
-        out.write_line(b"c\n").unwrap();
-        out.reopen().unwrap();
-        out.write_line(b"d\n").unwrap();
-        out.flush().unwrap();
-        assert_eq!(std::fs::read(&moved).unwrap(), b"a\nb\nc\n");
-        assert_eq!(std::fs::read(&path).unwrap(), b"d\n");
-        assert!(Output::append(&path).is_err());
-        drop(Output::append(&moved).unwrap());
-        drop(out);
-        for p in [&path, &moved] {
-            let _ = std::fs::remove_file(p);
-        }
-    }
-
-    /// One writer alone holds a file written in blocks: a second, of this process or another,
-    /// is refused, before it cuts anything; writers that share the file coexist.
-    #[test]
-    fn test_a_file_written_in_blocks_has_one_writer() {
-        let path = std::env::temp_dir().join(format!("exfw-lock-{}", std::process::id()));
-        let _ = std::fs::remove_file(&path);
-        let mut first = Output::append(&path).unwrap();
-        first.write_line(b"{\"a\":1}\n").unwrap();
-        first.flush().unwrap();
-        std::fs::OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .unwrap()
-            .write_all(b"{\"torn")
-            .unwrap();
-        for lock in [Lock::Exclusive, Lock::Shared] {
-            let e = Output::append_with(&path, lock).err().expect("refused");
-            assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
-            assert!(e.to_string().contains("lock"), "{e}");
-        }
-        assert_eq!(std::fs::read(&path).unwrap(), b"{\"a\":1}\n{\"torn");
-        drop(first);
-        let mut a = Output::append_with(&path, Lock::Shared).unwrap();
-        let mut b = Output::append_with(&path, Lock::Shared).unwrap();
-        assert!(Output::append(&path).is_err());
-        a.write_line(b"{\"b\":2}\n").unwrap();
-        a.flush().unwrap();
-        b.write_line(b"{\"c\":3}\n").unwrap();
-        b.flush().unwrap();
-        drop((a, b));
-        // The first shared writer cut the torn tail; the second found whole lines.
-        assert_eq!(
-            std::fs::read(&path).unwrap(),
-            b"{\"a\":1}\n{\"b\":2}\n{\"c\":3}\n"
-        );
-        let _ = std::fs::remove_file(&path);
-    }
 
     #[test]
     fn test_lines_arrive_whole_and_in_order_through_both_spools() {
