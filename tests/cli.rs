@@ -276,3 +276,54 @@ fn summary_counts_the_flows_open_at_the_end_as_their_records_do() {
         "{open_total} open, {closed_records} closed"
     );
 }
+
+/// Alerts and flow records given one file (as Suricata's eve.json holds both) share it: every
+/// line whole, the same lines as two files get.
+#[test]
+fn alerts_and_flow_records_can_share_one_file() {
+    let capture = fixture("flow_expiry.pcap");
+    let (alerts, flows, both) = (
+        tmp("own-alerts.json"),
+        tmp("own-flows.json"),
+        tmp("both.json"),
+    );
+    for p in [&alerts, &flows, &both] {
+        let _ = std::fs::remove_file(p);
+    }
+    let run = |a: &Path, f: &Path| {
+        let out = Command::new(BIN)
+            .args(["read", "--quiet", "--alerts"])
+            .arg(a)
+            .arg("--flows")
+            .arg(f)
+            .arg(&capture)
+            .output()
+            .unwrap();
+        assert!(matches!(out.status.code(), Some(0 | 1)), "{out:?}");
+    };
+    run(&alerts, &flows);
+    // The same file by two spellings.
+    run(&both, &tmp("../cli/both.json"));
+    let lines = |p: &Path| -> Vec<String> {
+        let text = std::fs::read_to_string(p).unwrap();
+        assert!(text.ends_with('\n'));
+        let v: Vec<String> = text.lines().map(String::from).collect();
+        for l in &v {
+            serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+        }
+        v
+    };
+    let mut separate = lines(&alerts);
+    separate.extend(lines(&flows));
+    separate.sort();
+    let mut shared = lines(&both);
+    shared.sort();
+    assert!(shared
+        .iter()
+        .any(|l| l.contains("\"event_type\":\"alert\"")));
+    assert!(shared.iter().any(|l| l.contains("\"event_type\":\"flow\"")));
+    assert_eq!(shared, separate);
+    for p in [&alerts, &flows, &both] {
+        let _ = std::fs::remove_file(p);
+    }
+}
