@@ -16,7 +16,6 @@ pub mod decode;
 pub mod engine;
 pub mod firewall;
 pub mod flow;
-mod os;
 pub mod pipeline;
 pub mod privilege;
 pub mod report;

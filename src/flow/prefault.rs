@@ -45,8 +45,13 @@ impl Ahead {
     #[inline(never)]
     fn populate(&mut self, base: usize, used: usize, cap: usize) {
         self.base = base;
-        // madvise wants a page-aligned start.
-        let page = crate::os::page_size();
+        // The system's page size (4 KiB here, 16 or 64 KiB on some arm64 kernels: madvise
+        // wants a page-aligned start). sysconf reads it from the auxiliary vector.
+        // SAFETY: sysconf has no preconditions.
+        let page = match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+            n if n > 0 && (n as usize).is_power_of_two() => n as usize,
+            _ => 4096,
+        };
         // From the page holding the last byte written (already there: skipped) to a step
         // on, within the capacity.
         let start = (base + used) & !(page - 1);
