@@ -7,7 +7,8 @@
 //! so a flood's kernel copy time overlaps its processing; at most eight buffers wait, then the
 //! engine waits too (a blocked output blocks the engine, never the capture). Alerts go over as
 //! records and are formatted on that thread too ([`Output::push_record`]), in order with the
-//! lines around them. A write error is returned by the next call after it. An output can be shared ([`Output::share`]) by several engines (live workers): each line
+//! lines around them; a batch of records that finds the queue full is formatted by the caller
+//! instead and goes over as lines, so the engine works where it would wait. A write error is returned by the next call after it. An output can be shared ([`Output::share`]) by several engines (live workers): each line
 //! goes in whole under a lock, so lines from different engines never interleave.
 
 use std::fs::{File, OpenOptions};
@@ -54,6 +55,17 @@ struct Spool {
     buf: Vec<u8>,
     recs: Option<Records>,
     sink: Sink,
+    /// For records formatted on the caller's thread when the writer is behind (boxed: rarely
+    /// used, and the spool sits in every output).
+    here: Box<Here>,
+}
+
+/// What formatting records on the caller's thread keeps.
+#[derive(Default)]
+struct Here {
+    frags: Fragments,
+    /// A record list kept for reuse.
+    spare_list: Option<Vec<Record>>,
 }
 
 enum Sink {
@@ -229,6 +241,7 @@ impl Spool {
             buf: Vec::with_capacity(BUF),
             recs: None,
             sink: Sink::Thread(WriterThread::start(w)?),
+            here: Box::default(),
         })
     }
 
@@ -237,15 +250,44 @@ impl Spool {
             buf: Vec::with_capacity(BUF),
             recs: None,
             sink: Sink::Direct(w),
+            here: Box::default(),
         }
     }
 
     /// Hands the gathered records on (only a threaded spool gathers them).
+    ///
+    /// When the writer thread's queue is full, the records are formatted here instead and
+    /// handed on as lines: the caller (the engine) would otherwise wait for room, and the
+    /// writer, which sets a flood's pace, is spared that batch's formatting.
     fn ship_records(&mut self) -> io::Result<()> {
-        match (self.recs.take(), &self.sink) {
-            (Some(r), Sink::Thread(t)) if !r.list.is_empty() => t.send(Job::Records(r)),
-            _ => Ok(()),
+        let Sink::Thread(t) = &self.sink else {
+            return Ok(());
+        };
+        let Some(mut r) = self.recs.take().filter(|r| !r.list.is_empty()) else {
+            return Ok(());
+        };
+        let Some(tx) = &t.tx else {
+            return t.send(Job::Records(r));
+        };
+        match tx.try_send(Job::Records(r)) {
+            Ok(()) => return Ok(()),
+            Err(crossbeam_channel::TrySendError::Full(Job::Records(back))) => r = back,
+            Err(e) => return t.send(e.into_inner()),
         }
+        let mut lines = t
+            .recycled
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(BUF));
+        let here = &mut *self.here;
+        here.frags.bind(&r.ctx, &r.file)?;
+        for rec in &r.list {
+            if let Some(a) = rec.view(&r.ctx, &r.file) {
+                super::write_alert(&mut lines, r.format, &a, &mut here.frags)?;
+            }
+        }
+        r.list.clear();
+        here.spare_list = Some(r.list);
+        t.send(Job::Data(lines))
     }
 
     /// The writer thread's first error, if any (a direct sink reports errors as they happen).
@@ -283,10 +325,13 @@ impl Spool {
             format,
             ctx: Arc::clone(ctx),
             file: Arc::clone(file),
-            list: t
-                .recycled_recs
-                .try_recv()
-                .unwrap_or_else(|_| Vec::with_capacity(RECORDS)),
+            list: match self.here.spare_list.take() {
+                Some(l) => l,
+                None => t
+                    .recycled_recs
+                    .try_recv()
+                    .unwrap_or_else(|_| Vec::with_capacity(RECORDS)),
+            },
         });
         r.list.push(rec);
         if r.list.len() >= RECORDS {
@@ -729,6 +774,111 @@ mod tests {
             assert!(lines > 4_000, "{format:?}: {lines} lines");
         }
         let _ = std::fs::remove_file(&path);
+    }
+
+    /// With the writer thread stuck (its first write waits on a gate), the queue fills and the
+    /// caller formats the next batch itself and hands it on as lines; once the gate opens,
+    /// the bytes are those of formatting every record in order on one thread.
+    #[test]
+    fn test_a_batch_formatted_by_the_caller_when_the_writer_is_behind_keeps_the_order() {
+        use crate::alert::{AlertWriter, Context, Record};
+        use crate::rules::RuleSet;
+        use crate::time::Timestamp;
+        use std::sync::atomic::AtomicBool;
+        struct Gate(Arc<AtomicBool>, MemorySink);
+        impl Write for Gate {
+            fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+                while !self.0.load(Ordering::Acquire) {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                self.1 .0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let rules = RuleSet::embedded().unwrap().rules;
+        let ctx = Arc::new(Context {
+            rules: rules.clone(),
+            zones: vec![],
+            iface: None,
+        });
+        let file: Arc<str> = Arc::from("gate.pcap");
+        let record = |i: u64| Record {
+            ts: Timestamp(1_764_072_000_000_000_000 + i as i64 * 1_000),
+            rule: (i % rules.len() as u64) as u32,
+            proto: 6,
+            src: std::net::IpAddr::from([10, 0, 1, (i % 250) as u8]),
+            src_port: Some((i % 60_000) as u16),
+            dest: std::net::IpAddr::from([203, 0, 113, 7]),
+            dest_port: Some(11434),
+            icmp: None,
+            vlans: Default::default(),
+            hash_ports: Some(((i % 60_000) as u16, 11434)),
+            suppressed: 0,
+            pcap_cnt: i + 1,
+            flow: None,
+            window: None,
+            zones: None,
+        };
+        let open = Arc::new(AtomicBool::new(false));
+        let got = MemorySink::default();
+        let mut out = Output(Inner::Own(Own {
+            target: Target::Writer,
+            w: Spool::threaded(Box::new(Gate(Arc::clone(&open), got.clone()))).unwrap(),
+        }));
+        let spool = |o: &Output| -> bool {
+            match &o.0 {
+                Inner::Own(own) => own.w.here.spare_list.is_some(),
+                Inner::Shared(_) => unreachable!(),
+            }
+        };
+        let opener = {
+            let open = Arc::clone(&open);
+            std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(300));
+                open.store(true, Ordering::Release);
+            })
+        };
+        // The first batch goes to the writer thread, which formats it and waits at the gate
+        // with it; the next fill the queue (WAITING); the one after finds it full and is
+        // formatted here (then handed on, waiting for the gate).
+        let mut i = 0;
+        let mut formatted_here_at = None;
+        for batch in 1..=WAITING + 4 {
+            for _ in 0..RECORDS {
+                out.push_record(record(i), Format::Json, &ctx, &file)
+                    .unwrap();
+                i += 1;
+            }
+            if spool(&out) {
+                formatted_here_at = Some(batch);
+                break;
+            }
+        }
+        // The 9th if the writer had not taken the first batch off the queue yet, else the
+        // 10th.
+        let at = formatted_here_at.expect("a batch formatted here");
+        assert!((WAITING + 1..=WAITING + 2).contains(&at), "{at}");
+        let n = i;
+        let total = n + 3 * RECORDS as u64 + 17;
+        for i in n..total {
+            out.push_record(record(i), Format::Json, &ctx, &file)
+                .unwrap();
+        }
+        out.flush().unwrap();
+        opener.join().unwrap();
+        let want = MemorySink::default();
+        let mut one = AlertWriter::new(Format::Json, Output::writer(Box::new(want.clone())));
+        one.set_context((*ctx).clone());
+        for i in 0..total {
+            one.write_record(&record(i), &file).unwrap();
+        }
+        one.flush().unwrap();
+        let want = want.0.lock().unwrap().clone();
+        assert_eq!(want.iter().filter(|&&c| c == b'\n').count() as u64, total);
+        assert!(*got.0.lock().unwrap() == want);
     }
 
     #[test]
