@@ -40,6 +40,28 @@ pub(super) struct Records {
     list: Vec<Record>,
 }
 
+impl Records {
+    /// Formats, in order, each record whose rule is in the context onto `out`, with the
+    /// pieces `frags` keeps; `full` is called whenever `out` holds a buffer's worth ([`BUF`]).
+    fn format_into(
+        &self,
+        frags: &mut Fragments,
+        out: &mut Vec<u8>,
+        mut full: impl FnMut(&mut Vec<u8>),
+    ) -> io::Result<()> {
+        frags.bind(&self.ctx, &self.file)?;
+        for rec in &self.list {
+            if let Some(a) = rec.view(&self.ctx, &self.file) {
+                super::write_alert(out, self.format, &a, frags)?;
+            }
+            if out.len() >= BUF {
+                full(out);
+            }
+        }
+        Ok(())
+    }
+}
+
 enum Job {
     Data(Vec<u8>),
     Records(Records),
@@ -162,22 +184,12 @@ impl WriterThread {
                 for job in rx {
                     match job {
                         Job::Records(mut r) => {
-                            if let Err(e) = frags.bind(&r.ctx, &r.file) {
+                            // A formatting error is kept like a write error (nothing is
+                            // written after it).
+                            let formatting =
+                                r.format_into(&mut frags, &mut formatted, |f| drain(&mut w, f));
+                            if let Err(e) = formatting {
                                 run(&mut w, &|_| Err(io::Error::new(e.kind(), e.to_string())));
-                            }
-                            for rec in &r.list {
-                                if let Some(a) = rec.view(&r.ctx, &r.file) {
-                                    if let Err(e) =
-                                        super::write_alert(&mut formatted, r.format, &a, &mut frags)
-                                    {
-                                        run(&mut w, &|_| {
-                                            Err(io::Error::new(e.kind(), e.to_string()))
-                                        });
-                                    }
-                                }
-                                if formatted.len() >= BUF {
-                                    drain(&mut w, &mut formatted);
-                                }
                             }
                             r.list.clear();
                             let _ = recycle_recs_tx.try_send(r.list);
@@ -279,12 +291,8 @@ impl Spool {
             .try_recv()
             .unwrap_or_else(|_| Vec::with_capacity(BUF));
         let here = &mut *self.here;
-        here.frags.bind(&r.ctx, &r.file)?;
-        for rec in &r.list {
-            if let Some(a) = rec.view(&r.ctx, &r.file) {
-                super::write_alert(&mut lines, r.format, &a, &mut here.frags)?;
-            }
-        }
+        // The whole batch into one buffer (nothing is written here).
+        r.format_into(&mut here.frags, &mut lines, |_| {})?;
         r.list.clear();
         here.spare_list = Some(r.list);
         t.send(Job::Data(lines))
