@@ -227,6 +227,12 @@ impl WriterThread {
         self.error.get().as_ref().map(as_io)
     }
 
+    /// Whether the queue has no room now. The spool is its only sender and the writer only
+    /// takes from it, so a queue that had room still has it at the next send.
+    fn queue_full(&self) -> bool {
+        self.tx.as_ref().is_some_and(Sender::is_full)
+    }
+
     fn send(&self, job: Job) -> io::Result<()> {
         match &self.tx {
             Some(tx) if tx.send(job).is_ok() => Ok(()),
@@ -278,13 +284,8 @@ impl Spool {
         let Some(mut r) = self.recs.take().filter(|r| !r.list.is_empty()) else {
             return Ok(());
         };
-        let Some(tx) = &t.tx else {
+        if !t.queue_full() {
             return t.send(Job::Records(r));
-        };
-        match tx.try_send(Job::Records(r)) {
-            Ok(()) => return Ok(()),
-            Err(crossbeam_channel::TrySendError::Full(Job::Records(back))) => r = back,
-            Err(e) => return t.send(e.into_inner()),
         }
         let mut lines = t
             .recycled
