@@ -8,8 +8,10 @@
 //! engine waits too (a blocked output blocks the engine, never the capture). Alerts go over as
 //! records and are formatted on that thread too ([`Output::push_record`]), in order with the
 //! lines around them; a batch of records that finds the queue full is formatted by the caller
-//! instead and goes over as lines, so the engine works where it would wait. A write error is returned by the next call after it. An output can be shared ([`Output::share`]) by several engines (live workers): each line
-//! goes in whole under a lock, so lines from different engines never interleave.
+//! instead and goes over as lines, so the engine works where it would wait. A write error is
+//! returned by the next call after it. An output can be shared ([`Output::share`]) by several
+//! engines (live workers): each line goes in whole under a lock, so lines from different
+//! engines never interleave.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -837,7 +839,7 @@ mod tests {
             target: Target::Writer,
             w: Spool::threaded(Box::new(Gate(Arc::clone(&open), got.clone()))).unwrap(),
         }));
-        let spool = |o: &Output| -> bool {
+        let formatted_here = |o: &Output| -> bool {
             match &o.0 {
                 Inner::Own(own) => own.w.here.spare_list.is_some(),
                 Inner::Shared(_) => unreachable!(),
@@ -861,7 +863,7 @@ mod tests {
                     .unwrap();
                 i += 1;
             }
-            if spool(&out) {
+            if formatted_here(&out) {
                 formatted_here_at = Some(batch);
                 break;
             }
