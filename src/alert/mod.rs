@@ -461,62 +461,84 @@ fn ipv4(w: &mut Vec<u8>, v4: Ipv4Addr) {
 
 /// RFC 5952 text as std writes it: an IPv4-mapped address as `::ffff:` and dotted decimal;
 /// otherwise lowercase hex groups without leading zeros, the longest run of two or more
-/// zero groups (the first of equal runs) written as `::`. In place, as `ipv4`.
+/// zero groups (the first of equal runs) written as `::`. In place, as `ipv4`: each group is
+/// written with a colon after it, and the last colon is cut.
 fn ipv6(w: &mut Vec<u8>, v6: Ipv6Addr) {
     if let Some(v4) = v6.to_ipv4_mapped() {
         w.extend_from_slice(b"::ffff:");
         return ipv4(w, v4);
     }
     let g = v6.segments();
-    // The longest run of zero groups: where it starts and how long it is.
-    let (mut start, mut best, mut run) = (8, 0, 0);
+    let mut zeros = 0;
     for (i, &x) in g.iter().enumerate() {
-        if x == 0 {
-            run += 1;
-            if run > best {
-                best = run;
-                start = i + 1 - run;
-            }
-        } else {
-            run = 0;
-        }
+        zeros |= usize::from(x == 0) << i;
     }
-    let (skip, resume) = if best > 1 {
-        (start, start + best)
-    } else {
-        (8, 8)
-    };
+    let [skip, resume] = ZERO_RUNS[zeros].map(usize::from);
     let len = w.len();
-    // Eight groups of four digits and seven colons at most; "::" replaces at least
-    // two groups and a colon.
+    // Seven groups and their colons, then four digits and a colon.
     w.resize(len + 40, 0);
     let buf = &mut w[len..len + 40];
     let mut n = 0;
-    for (i, &x) in g.iter().enumerate() {
-        if i == skip {
-            buf[n..n + 2].copy_from_slice(b"::");
-            n += 2;
-            continue;
-        }
-        if skip < i && i < resume {
-            continue;
-        }
-        if i > 0 && i != resume {
+    for &x in &g[..skip] {
+        n += hex16(&mut buf[n..n + 4], x);
+        buf[n] = b':';
+        n += 1;
+    }
+    if skip < 8 {
+        // "::": one colon more, two at the start.
+        if skip == 0 {
             buf[n] = b':';
             n += 1;
         }
-        n += hex16(&mut buf[n..n + 4], x);
+        buf[n] = b':';
+        n += 1;
+        for &x in &g[resume..] {
+            n += hex16(&mut buf[n..n + 4], x);
+            buf[n] = b':';
+            n += 1;
+        }
+        if resume == 8 {
+            n += 1;
+        }
     }
-    w.truncate(len + n);
+    w.truncate(len + n - 1);
 }
 
+/// For each set of zero groups (bit i for group i), where the run written as `::` starts
+/// and where the groups after it resume: the longest run of two or more, the first of
+/// equal runs; [8, 8] when there is none.
+const ZERO_RUNS: [[u8; 2]; 256] = {
+    let mut t = [[8u8; 2]; 256];
+    let mut mask = 0;
+    while mask < 256 {
+        let (mut best, mut start, mut run, mut i) = (1, 8, 0, 0);
+        while i < 8 {
+            if mask >> i & 1 == 1 {
+                run += 1;
+                if run > best {
+                    best = run;
+                    start = i + 1 - run;
+                }
+            } else {
+                run = 0;
+            }
+            i += 1;
+        }
+        if start < 8 {
+            t[mask] = [start as u8, (start + best) as u8];
+        }
+        mask += 1;
+    }
+    t
+};
+
 /// `x` in lowercase hex without leading zeros into `b`; returns the length. All four bytes
-/// of `b` are written (the digits first), without a loop: each nibble is spread into its
-/// own byte, and the bytes of ten and more get the step from '9' + 1 to 'a'.
+/// of `b` are written (the digits first), without a loop or branch: each nibble is spread
+/// into its own byte, and the bytes of ten and more get the step from '9' + 1 to 'a'.
 #[inline]
 fn hex16(b: &mut [u8], x: u16) -> usize {
+    let digits = 1 + usize::from(x > 0xf) + usize::from(x > 0xff) + usize::from(x > 0xfff);
     let x = u32::from(x);
-    let digits = ((32 - x.leading_zeros() as usize).div_ceil(4)).max(1);
     let n = (x & 0xf000) << 12 | (x & 0x0f00) << 8 | (x & 0x00f0) << 4 | (x & 0x000f);
     let ten_up = ((n + 0x0606_0606) >> 4) & 0x0101_0101;
     let text = n + 0x3030_3030 + ten_up * 39;
