@@ -533,18 +533,30 @@ const ZERO_RUNS: [[u8; 2]; 256] = {
 };
 
 /// `x` in lowercase hex without leading zeros into `b`; returns the length. All four bytes
-/// of `b` are written (the digits first), without a loop or branch: each nibble is spread
-/// into its own byte, and the bytes of ten and more get the step from '9' + 1 to 'a'.
+/// of `b` are written (the digits first), without a loop or branch: each byte's two digits
+/// come from a table, and the leading zero digits are shifted out.
 #[inline]
 fn hex16(b: &mut [u8], x: u16) -> usize {
     let digits = 1 + usize::from(x > 0xf) + usize::from(x > 0xff) + usize::from(x > 0xfff);
-    let x = u32::from(x);
-    let n = (x & 0xf000) << 12 | (x & 0x0f00) << 8 | (x & 0x00f0) << 4 | (x & 0x000f);
-    let ten_up = ((n + 0x0606_0606) >> 4) & 0x0101_0101;
-    let text = n + 0x3030_3030 + ten_up * 39;
-    b[..4].copy_from_slice(&(text << (8 * (4 - digits))).to_be_bytes());
+    let [hi, lo] = x.to_be_bytes();
+    let [a, b1] = HEX_PAIRS[usize::from(hi)];
+    let [c, d] = HEX_PAIRS[usize::from(lo)];
+    let text = u32::from_le_bytes([a, b1, c, d]) >> (8 * (4 - digits));
+    b[..4].copy_from_slice(&text.to_le_bytes());
     digits
 }
+
+/// "00" to "ff".
+const HEX_PAIRS: [[u8; 2]; 256] = {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut t = [[0u8; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = [HEX[i >> 4], HEX[i & 0xf]];
+        i += 1;
+    }
+    t
+};
 
 /// Appends `a` as one line in `format` to `w`.
 pub fn write_alert(
