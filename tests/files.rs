@@ -318,6 +318,141 @@ fn with_long_record(pcap: &[u8], after: usize) -> Vec<u8> {
     out
 }
 
+/// A pcapng block of type `ty`: `body` padded to 4 bytes, between the block's length (little
+/// endian) written before and after it.
+fn ng_block(ty: u32, body: &[u8]) -> Vec<u8> {
+    let padded = body.len().next_multiple_of(4);
+    let len = (12 + padded) as u32;
+    let mut out = Vec::with_capacity(len as usize);
+    out.extend_from_slice(&ty.to_le_bytes());
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(body);
+    out.resize(8 + padded, 0);
+    out.extend_from_slice(&len.to_le_bytes());
+    out
+}
+
+/// An Enhanced Packet Block: interface `iface`, time `us` in microseconds, `caplen` captured
+/// of `len`, `data` (the captured bytes, possibly fewer than `caplen` in a crafted block).
+fn ng_epb(iface: u32, us: u64, caplen: u32, len: u32, data: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for v in [iface, (us >> 32) as u32, us as u32, caplen, len] {
+        body.extend_from_slice(&v.to_le_bytes());
+    }
+    body.extend_from_slice(data);
+    ng_block(6, &body)
+}
+
+/// An Interface Description Block: Ethernet, snap length `snaplen`, no options.
+fn ng_idb(snaplen: u32) -> Vec<u8> {
+    let mut body = 1u32.to_le_bytes().to_vec();
+    body.extend_from_slice(&snaplen.to_le_bytes());
+    ng_block(1, &body)
+}
+
+/// `pcap` (a little-endian microsecond classic pcap of Ethernet) as little-endian pcapng: a
+/// section header, one interface with the file's snap length, and a packet block of interface 0
+/// per record, with `extra(i)`'s blocks written before the `i`th record's (from 0).
+fn pcapng_of(pcap: &[u8], mut extra: impl FnMut(usize) -> Vec<u8>) -> Vec<u8> {
+    assert_eq!(
+        &pcap[..4],
+        &[0xd4, 0xc3, 0xb2, 0xa1],
+        "little-endian microsecond pcap"
+    );
+    let word = |at: usize| u32::from_le_bytes(pcap[at..at + 4].try_into().unwrap());
+    let mut shb = 0x1A2B_3C4Du32.to_le_bytes().to_vec();
+    shb.extend_from_slice(&[1, 0, 0, 0]);
+    shb.extend_from_slice(&u64::MAX.to_le_bytes()); // section length not given
+    let mut out = ng_block(0x0A0D_0D0A, &shb);
+    out.extend(ng_idb(word(16)));
+    let (mut at, mut i) = (24, 0);
+    while at < pcap.len() {
+        out.extend(extra(i));
+        let (sec, us, caplen, len) = (word(at), word(at + 4), word(at + 8), word(at + 12));
+        let data = &pcap[at + 16..at + 16 + caplen as usize];
+        let t = u64::from(sec) * 1_000_000 + u64::from(us);
+        out.extend(ng_epb(0, t, caplen, len, data));
+        at += 16 + caplen as usize;
+        i += 1;
+    }
+    out
+}
+
+/// A capture's name, bytes, records read, of them by our plain reader, and the error.
+type EditedCapture = (&'static str, Vec<u8>, u64, u64, Option<String>);
+
+/// The mix `pcap` (of `n` records) as pcapng, whole and edited: (name, bytes, records read,
+/// of them by our plain reader, libpcap's error). Blocks libpcap skips (name resolution,
+/// interface statistics, a custom block) are skipped by us too; at a second interface's block,
+/// a packet over the snap length (which libpcap cuts to it), a packet of an interface not
+/// described, or a block cut by the end of the file, libpcap reads on (and its error stands).
+fn pcapng_mixes(pcap: &[u8], n: u64) -> Vec<EditedCapture> {
+    let snaplen = u32::from_le_bytes(pcap[16..20].try_into().unwrap());
+    let at =
+        |k: usize, blocks: Vec<u8>| move |i: usize| if i == k { blocks.clone() } else { vec![] };
+    let skipped = [
+        ng_block(4, &[1, 0, 4, 0, 10, 0, 1, 20, 0, 0, 0, 0]),
+        ng_block(5, &[0; 8]),
+        ng_block(0x0000_0BAD, &[0; 9]),
+    ]
+    .concat();
+    let whole = pcapng_of(pcap, |_| vec![]);
+    let mut cut = whole.clone();
+    cut.truncate(cut.len() - 6);
+    let over = ng_epb(
+        0,
+        1_764_072_000_000_000,
+        snaplen + 4,
+        snaplen + 4,
+        &vec![0; snaplen as usize + 4],
+    );
+    let stray = ng_epb(1, 1_764_072_000_000_000, 60, 60, &[0; 60]);
+    let half = (n / 2) as usize;
+    vec![
+        ("mix", whole, n, n, None),
+        (
+            "mix-skipped-blocks",
+            pcapng_of(pcap, at(half, skipped)),
+            n,
+            n,
+            None,
+        ),
+        (
+            "mix-second-interface",
+            pcapng_of(pcap, at(half, ng_idb(snaplen))),
+            n,
+            n / 2,
+            None,
+        ),
+        // (libpcap cuts the packet to the snap length and reads on.)
+        (
+            "mix-over-snaplen",
+            pcapng_of(pcap, at(half, over)),
+            n + 1,
+            n / 2,
+            None,
+        ),
+        (
+            "mix-undescribed-interface",
+            pcapng_of(pcap, at(half, stray)),
+            n / 2,
+            n / 2,
+            Some(format!(
+                "packet {}: libpcap error: a packet arrived on interface 1, but there's no \
+                 Interface Description Block for that interface",
+                n / 2 + 1
+            )),
+        ),
+        (
+            "mix-cut-tail",
+            cut,
+            n - 1,
+            n - 1,
+            Some(format!("packet {n}: libpcap error")),
+        ),
+    ]
+}
+
 /// Reads `path` to its end or error with [`FileSource::read_frames`]: (records read, of them
 /// read by our plain reader, the error).
 fn read_plainly(path: &Path) -> (u64, u64, Option<String>) {
@@ -431,6 +566,33 @@ fn plain_records_are_ours_until_one_is_not() {
         );
         harness::read_frames_agree(std::slice::from_ref(&path), first_long as usize);
     }
+    // pcapng in both byte orders, after 2038: every packet ours up to a block libpcap reads
+    // itself (another interface's description, a new section, a packet over the snap length)
+    // and libpcap's from there on; none when the section describes two interfaces before its
+    // first packet (libpcap stops after the first on opening the file).
+    for (name, plain) in [
+        ("pcapng_basic.pcapng", 8),
+        ("pcapng_be.pcapng", 8),
+        ("pcapng_past_2038.pcapng", 3),
+        ("pcapng_multi_link.pcapng", 2),
+        ("pcapng_sections_byte_orders.pcapng", 2),
+        ("pcapng_two_snaplens.pcapng", 1),
+        ("pcapng_two_interfaces_nanos.pcapng", 0),
+        ("pcapng_over_snaplen.pcapng", 0),
+    ] {
+        let path = fixture(name);
+        let n = libpcap_records(&path);
+        assert_eq!(read_plainly(&path), (n, plain, None), "{name}");
+    }
+    for (name, edited, records, plain, error) in pcapng_mixes(&bytes, n) {
+        let path = temps.path(&format!("plain-{name}.pcapng"));
+        std::fs::write(&path, edited).expect("write");
+        assert_eq!(libpcap_records(&path), records, "{name}");
+        match error {
+            None => assert_eq!(read_plainly(&path), (records, plain, None), "{name}"),
+            Some(message) => read_plainly_to_error(&path, records, plain, &message),
+        }
+    }
     // The file cut shorter while being read: the record we would hand libpcap lies past its
     // new end, which is said.
     let cut = temps.path("plain-mix-cut-while-read.pcap");
@@ -468,9 +630,13 @@ fn read_frames_gives_what_next_frame_gives() {
     let n = mixgen::span_mix(&mix, 5_000).expect("mix");
     assert!(n >= 5_000);
     inputs.push(mix.clone());
-    // Every cut of a classic pcap file (libpcap's errors inside a batch) and of the multi-link
-    // pcapng file (before, at and after the hand-over to our reader).
-    for name in ["flow_timeouts_custom.pcap", "pcapng_multi_link.pcapng"] {
+    // Every cut of a classic pcap file (libpcap's errors inside a batch), of a pcapng file and
+    // of the multi-link pcapng file (before, at and after the hand-over to our reader).
+    for name in [
+        "flow_timeouts_custom.pcap",
+        "pcapng_basic.pcapng",
+        "pcapng_multi_link.pcapng",
+    ] {
         let whole = std::fs::read(fixture(name)).expect("fixture");
         for cut in 0..whole.len() {
             let file = temps.path(&format!("frames-cut-{cut:05}-{name}"));
@@ -488,6 +654,13 @@ fn read_frames_gives_what_next_frame_gives() {
     ] {
         let file = temps.path(&format!("frames-mix-{name}-record.pcap"));
         std::fs::write(&file, edited).expect("edited mix");
+        inputs.push(file);
+    }
+    // The mix as pcapng, whole and with blocks that our plain reader skips or hands to
+    // libpcap halfway.
+    for (name, edited, ..) in pcapng_mixes(&mix_bytes, n as u64) {
+        let file = temps.path(&format!("frames-{name}.pcapng"));
+        std::fs::write(&file, edited).expect("pcapng mix");
         inputs.push(file);
     }
     harness::read_frames_agree(&inputs, 20_000);

@@ -9,10 +9,11 @@
 //! `pcap_dispatch`), which is how the capture thread reads.
 //!
 //! libpcap opens every file, through a stdio stream we open with a 64 KiB buffer (`STDIO_BUF`)
-//! and hand it. In a classic pcap file that is a regular file, the records libpcap would only
-//! copy out as they are are read by us ([`plain`]: their bytes handed out where they lie in our
-//! read buffer, about 400 instructions a packet less than libpcap's two `fread`s); at the first
-//! record that is not plain, libpcap reads on from there, past the records we delivered. libpcap
+//! and hand it. In a classic pcap or pcapng file that is a regular file, the records libpcap
+//! would only copy out as they are are read by us ([`plain`]: their bytes handed out where they
+//! lie in our read buffer, about 400 instructions a packet less than libpcap's two `fread`s);
+//! at the first record that is not plain, libpcap reads on from there, past the records we
+//! delivered. libpcap
 //! 1.10 stops on some valid pcapng files (interfaces of
 //! different link types or snap lengths, a section in the other byte order, a record longer than
 //! the snap length). When it does on a pcapng file that is a regular file, our own reader
@@ -204,8 +205,8 @@ pub struct FileSource {
     cap: Capture<Offline>,
     /// The buffer libpcap's stdio stream reads through (see [`open_offline`]).
     _stdio_buf: Box<[u8]>,
-    /// Our reader of plain classic pcap records, while they are plain: until it is dropped,
-    /// libpcap has read only the file header (see [`plain`]).
+    /// Our reader of plain records, while they are plain: until it is dropped, libpcap has
+    /// read only what it read on opening the file (see [`plain`]).
     plain: Option<PlainPcap>,
     /// Records our plain reader delivered, once it is dropped.
     plain_records: u64,
@@ -247,10 +248,14 @@ impl FileSource {
         let pcapng = unsafe { pcap_major_version(cap.as_ptr().cast()) } == 1;
         // SAFETY: as above.
         let snapshot = unsafe { pcap_snapshot(cap.as_ptr().cast()) };
-        let plain = file
-            .as_ref()
-            .filter(|_| !pcapng)
-            .and_then(|f| PlainPcap::new(f, linktype, snapshot));
+        let plain = file.as_ref().and_then(|f| {
+            if pcapng {
+                let at = stream_position(&cap)?;
+                PlainPcap::new_ng(f, linktype, snapshot, at)
+            } else {
+                PlainPcap::new(f, linktype, snapshot)
+            }
+        });
         Ok(FileSource {
             cap,
             _stdio_buf: stdio_buf,
@@ -296,7 +301,7 @@ impl FileSource {
         self.st.count
     }
 
-    /// Of [`FileSource::packets_read`], the records our plain classic-pcap reader delivered
+    /// Of [`FileSource::packets_read`], the records our plain reader delivered
     /// (the rest came from libpcap or our pcapng reader).
     pub fn plain_records(&self) -> u64 {
         if self.plain.is_some() {
@@ -402,8 +407,9 @@ impl FileSource {
     }
 
     /// Hands the file back to libpcap at the first record our plain reader did not deliver:
-    /// libpcap's stream (which has read only the file header) is moved there, as a classic
-    /// pcap handle keeps nothing per record. (Reading the delivered records through libpcap
+    /// libpcap's stream (which has read only what it read on opening the file) is moved
+    /// there, as libpcap keeps nothing per record (nor per pcapng block that our reader passes
+    /// over: see [`plain`]). (Reading the delivered records through libpcap
     /// again instead read a whole file twice when only its last record was cut.) An error,
     /// and the source finished, if the file is now shorter than that: it changed while being
     /// read.
@@ -441,6 +447,20 @@ impl FileSource {
         );
         Err(self.st.fail(message))
     }
+}
+
+/// Where libpcap's stream on an offline handle stands (the next byte libpcap reads).
+fn stream_position(cap: &Capture<Offline>) -> Option<u64> {
+    // SAFETY: `cap` is an open offline handle, so `pcap_file` is its stream (or null);
+    // `ftello` only asks the stream where it stands.
+    let at = unsafe {
+        let fp = pcap_file(cap.as_ptr().cast());
+        if fp.is_null() {
+            return None;
+        }
+        libc::ftello(fp)
+    };
+    u64::try_from(at).ok()
 }
 
 /// The [`Frame`] of a packet libpcap delivered, the `count`th of its file.

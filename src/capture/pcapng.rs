@@ -440,6 +440,11 @@ impl<R: Read> PcapngReader<R> {
         &self.interfaces
     }
 
+    /// The current section's byte order.
+    pub fn endian(&self) -> Endian {
+        self.endian
+    }
+
     /// The next packet, `Ok(None)` at the end of the stream. After an error, always `Ok(None)`.
     pub fn next_packet(&mut self) -> Result<Option<Packet<'_>>, Error> {
         if self.done {

@@ -18,6 +18,19 @@
 //! passes on unchanged (the pseudo-headers it byte-swaps in files of the other byte order, and
 //! Linux USB's length fix-up, stay libpcap's). Times are read as libpcap reads them (see
 //! [`PlainPcap::next`]) and scaled to nanoseconds as libpcap does at nanosecond precision.
+//!
+//! pcapng is read the same way from where libpcap stopped after opening it (past the section
+//! header and the first interface's block, [`PlainPcap::new_ng`]). A plain block, in what
+//! libpcap 1.10 does with it (`sf-pcapng.c`, `pcap_ng_next_packet`): an Enhanced Packet Block
+//! of that first interface, whose captured length fits its block and the snap length, in a
+//! section whose only interface has microsecond or nanosecond timestamps and no time offset
+//! (the scalings libpcap does by one multiplication or none); or a block libpcap skips (not a
+//! packet, interface or section block), whole, of at most `NG_MAX_BLOCK` bytes, with its
+//! trailing length equal to its leading one. Any other block (another interface, a new
+//! section, the other packet blocks, a length libpcap may refuse) is libpcap's, from there to
+//! the end of the file: libpcap keeps nothing per packet or skipped block, so its state where
+//! it reads on is what it would be had it read every block before.
+//!
 //! `tests/files.rs` and `tests/corpus.rs` check every fixture, every cut of them and every
 //! corpus file frame by frame against libpcap's own reading.
 
@@ -25,6 +38,7 @@ use std::fs::File;
 use std::io::ErrorKind;
 use std::os::unix::fs::FileExt;
 
+use super::pcapng::{block_type, Endian, PcapngReader};
 use crate::decode::Frame;
 use crate::time::Timestamp;
 
@@ -52,6 +66,18 @@ const DLT_EBHSCR: i32 = 279;
 /// libpcap's `MAXIMUM_SNAPLEN`: the largest record it reads (`max_snaplen_for_dlt`) in every
 /// link type this reader takes.
 const MAXIMUM_SNAPLEN: u32 = 262_144;
+/// pcapng: the largest block this reader takes (a packet of `MAXIMUM_SNAPLEN` bytes with
+/// room for options); libpcap reads the larger ones.
+const NG_MAX_BLOCK: u32 = MAXIMUM_SNAPLEN + 64 * 1024;
+/// pcapng: the most of a file's start libpcap may have read on opening it that this reader
+/// looks through (a section header and interface blocks as written are far smaller).
+const NG_MAX_HEAD: u64 = 64 * 1024;
+/// pcapng: a block's header (type, total length), an Enhanced Packet Block's fields before
+/// its data (interface, time high and low words, captured and original lengths) and a
+/// block's trailing length.
+const NG_HEADER: usize = 8;
+const NG_EPB_FIXED: usize = 20;
+const NG_TRAILER: usize = 4;
 
 /// The reader: `buf[pos..end]` is read and not yet handed out.
 pub(super) struct PlainPcap {
@@ -65,6 +91,8 @@ pub(super) struct PlainPcap {
     swapped: bool,
     /// Multiplier of the record's fraction to nanoseconds (1000 for microsecond files).
     scale: i64,
+    /// pcapng: the interface's time units per second (10^6 or 10^9); 0 for classic pcap.
+    ng_units: u64,
     snapshot: u32,
     linktype: i32,
     /// The file ended (read(2) gave 0).
@@ -100,21 +128,6 @@ impl PlainPcap {
         if (u16_at(&header, 4, swapped), u16_at(&header, 6, swapped)) != (2, 4) {
             return None;
         }
-        let changed_by_libpcap = matches!(dlt, DLT_USB_LINUX_MMAPPED)
-            || (swapped
-                && matches!(
-                    dlt,
-                    DLT_PFLOG | DLT_LINUX_SLL | DLT_LINUX_SLL2 | DLT_USB_LINUX | DLT_NFLOG
-                ));
-        if changed_by_libpcap || matches!(dlt, DLT_DBUS | DLT_USBPCAP | DLT_EBHSCR) {
-            return None;
-        }
-        // libpcap keeps a header's snap length up to INT_MAX, but refuses any record longer
-        // than `MAXIMUM_SNAPLEN`: such a record is not plain (this also bounds our buffer).
-        let snapshot = u32::try_from(snapshot)
-            .ok()
-            .filter(|&s| s > 0)?
-            .min(MAXIMUM_SNAPLEN);
         Some(PlainPcap {
             file,
             offset: FILE_HEADER as u64,
@@ -123,7 +136,56 @@ impl PlainPcap {
             end: 0,
             swapped,
             scale: if nano { 1 } else { 1000 },
-            snapshot,
+            ng_units: 0,
+            snapshot: plain_snapshot(dlt, swapped, snapshot)?,
+            linktype: dlt,
+            eof: false,
+        })
+    }
+
+    /// A reader of `file` (the regular pcapng file libpcap opened) from `at`, where libpcap's
+    /// stream stands after opening it, if the blocks before are one section header and one
+    /// interface (libpcap's `dlt`) with microsecond or nanosecond times and no time offset,
+    /// and the link type's packets are left as they are; `snapshot` is libpcap's snap length.
+    pub(super) fn new_ng(file: &File, dlt: i32, snapshot: i32, at: u64) -> Option<PlainPcap> {
+        let file = file.try_clone().ok()?;
+        if at > NG_MAX_HEAD {
+            return None;
+        }
+        let mut head = vec![0u8; usize::try_from(at).ok()?];
+        file.read_exact_at(&mut head, 0).ok()?;
+        // Our reader over what libpcap read: its interfaces, and no packet.
+        let mut r = PcapngReader::new(&head[..]);
+        if !matches!(r.next_packet(), Ok(None)) || r.packets_read() != 0 {
+            return None;
+        }
+        let [iface] = r.interfaces() else {
+            return None;
+        };
+        let scale = match iface.resolution.units_per_sec() {
+            1_000_000 => 1000,
+            1_000_000_000 => 1,
+            _ => return None,
+        };
+        if iface.linktype != dlt || iface.offset_secs != 0 {
+            return None;
+        }
+        let native = if cfg!(target_endian = "little") {
+            Endian::Little
+        } else {
+            Endian::Big
+        };
+        let swapped = r.endian() != native;
+        Some(PlainPcap {
+            file,
+            offset: at,
+            buf: vec![0; READ_SIZE],
+            pos: 0,
+            end: 0,
+            swapped,
+            scale,
+            ng_units: iface.resolution.units_per_sec(),
+            snapshot: plain_snapshot(dlt, swapped, snapshot)?,
             linktype: dlt,
             eof: false,
         })
@@ -132,6 +194,9 @@ impl PlainPcap {
     /// The next record as the `count`th frame of the file.
     #[inline(always)]
     pub(super) fn next(&mut self, count: u64) -> Next<'_> {
+        if self.ng_units != 0 {
+            return self.next_ng(count);
+        }
         if self.end - self.pos < RECORD_HEADER && !self.fill(RECORD_HEADER) {
             return self.short();
         }
@@ -164,6 +229,65 @@ impl PlainPcap {
             data: &self.buf[start..start + caplen as usize],
             pcap_cnt: count,
         })
+    }
+
+    /// [`PlainPcap::next`] in a pcapng file: the next packet block, past the blocks libpcap
+    /// skips.
+    #[inline(never)]
+    fn next_ng(&mut self, count: u64) -> Next<'_> {
+        loop {
+            if self.end - self.pos < NG_HEADER && !self.fill(NG_HEADER) {
+                return self.short();
+            }
+            let h = &self.buf[self.pos..self.pos + NG_HEADER];
+            let (ty, len) = (u32_at(h, 0, self.swapped), u32_at(h, 4, self.swapped));
+            let min = (NG_HEADER + NG_TRAILER) as u32;
+            if len % 4 != 0 || len < min || len > NG_MAX_BLOCK {
+                return Next::NotPlain;
+            }
+            let need = len as usize;
+            if self.end - self.pos < need && !self.fill(need) {
+                return self.short();
+            }
+            let b = &self.buf[self.pos..self.pos + need];
+            if u32_at(b, need - NG_TRAILER, self.swapped) != len {
+                return Next::NotPlain;
+            }
+            match ty {
+                block_type::EPB => {}
+                block_type::SHB | block_type::IDB | block_type::PB | block_type::SPB => {
+                    return Next::NotPlain;
+                }
+                _ => {
+                    // libpcap skips it.
+                    self.pos += need;
+                    continue;
+                }
+            }
+            let data = NG_HEADER + NG_EPB_FIXED;
+            if need < data + NG_TRAILER {
+                return Next::NotPlain;
+            }
+            let word = |at| u32_at(b, NG_HEADER + at, self.swapped);
+            let (iface, high, low, caplen, orig_len) =
+                (word(0), word(4), word(8), word(12), word(16));
+            if iface != 0 || caplen > self.snapshot || caplen as usize > need - data - NG_TRAILER {
+                return Next::NotPlain;
+            }
+            let start = self.pos + data;
+            self.pos += need;
+            // As libpcap converts it at nanosecond precision (and `super::libpcap_frame` takes
+            // it on): whole seconds, and the fraction scaled up.
+            let t = u64::from(high) << 32 | u64::from(low);
+            let (sec, frac) = (t / self.ng_units, t % self.ng_units);
+            return Next::Frame(Frame {
+                ts: Timestamp::from_parts(sec as i64, frac as i64 * self.scale),
+                linktype: self.linktype,
+                orig_len,
+                data: &self.buf[start..start + caplen as usize],
+                pcap_cnt: count,
+            });
+        }
     }
 
     /// The file offset of the first record not handed out.
@@ -213,6 +337,29 @@ impl PlainPcap {
         }
         true
     }
+}
+
+/// The snap length a plain record may have: libpcap's `snapshot` for the file, up to
+/// `MAXIMUM_SNAPLEN`; `None` if the link type's records are not plain at all (libpcap changes
+/// them after reading, or reads them longer than `MAXIMUM_SNAPLEN`).
+fn plain_snapshot(dlt: i32, swapped: bool, snapshot: i32) -> Option<u32> {
+    let changed_by_libpcap = matches!(dlt, DLT_USB_LINUX_MMAPPED)
+        || (swapped
+            && matches!(
+                dlt,
+                DLT_PFLOG | DLT_LINUX_SLL | DLT_LINUX_SLL2 | DLT_USB_LINUX | DLT_NFLOG
+            ));
+    if changed_by_libpcap || matches!(dlt, DLT_DBUS | DLT_USBPCAP | DLT_EBHSCR) {
+        return None;
+    }
+    // libpcap keeps a header's snap length up to INT_MAX, but refuses any record longer
+    // than `MAXIMUM_SNAPLEN`: such a record is not plain (this also bounds our buffer).
+    Some(
+        u32::try_from(snapshot)
+            .ok()
+            .filter(|&s| s > 0)?
+            .min(MAXIMUM_SNAPLEN),
+    )
 }
 
 /// The 4-byte number at `at` in `b`, written in the file's byte order (`swapped`: the other
