@@ -1044,11 +1044,15 @@ fn flow_record(w: &mut Vec<u8>, f: &Flow, reason: &str, iface: Option<&str>) -> 
         None => write!(w, ",\"proto\":{p}")?,
     }
     let ports = has_ports(p);
-    write!(w, ",\"src_ip\":\"{}\"", ini.addr)?;
+    w.extend_from_slice(b",\"src_ip\":\"");
+    crate::alert::ip(w, ini.addr)?;
+    w.push(b'"');
     if ports {
         write!(w, ",\"src_port\":{}", ini.port)?;
     }
-    write!(w, ",\"dest_ip\":\"{}\"", resp.addr)?;
+    w.extend_from_slice(b",\"dest_ip\":\"");
+    crate::alert::ip(w, resp.addr)?;
+    w.push(b'"');
     if ports {
         write!(w, ",\"dest_port\":{}", resp.port)?;
     }

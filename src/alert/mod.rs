@@ -434,7 +434,7 @@ const OCTETS: [[u8; 4]; 256] = {
 /// An address in its standard text form, the same bytes as std's `Display` (checked
 /// against it in the tests), without the formatting machinery: through `write!`, an IPv6
 /// address cost about 2,000 instructions, most of a v6 alert line.
-fn ip(w: &mut Vec<u8>, addr: IpAddr) -> io::Result<()> {
+pub(crate) fn ip(w: &mut Vec<u8>, addr: IpAddr) -> io::Result<()> {
     match addr {
         IpAddr::V4(v4) => ipv4(w, v4),
         IpAddr::V6(v6) => ipv6(w, v6),
@@ -665,12 +665,20 @@ pub fn json_line_with(w: &mut Vec<u8>, a: &Alert<'_>, frags: &mut Fragments) -> 
     Ok(())
 }
 
-fn endpoint(w: &mut Vec<u8>, ip: IpAddr, port: Option<u16>) -> io::Result<()> {
-    match (ip, port) {
-        (IpAddr::V6(v6), Some(p)) => write!(w, "[{v6}]:{p}"),
-        (ip, Some(p)) => write!(w, "{ip}:{p}"),
-        (ip, None) => write!(w, "{ip}"),
+fn endpoint(w: &mut Vec<u8>, addr: IpAddr, port: Option<u16>) -> io::Result<()> {
+    let v6 = addr.is_ipv6() && port.is_some();
+    if v6 {
+        w.push(b'[');
     }
+    ip(w, addr)?;
+    if v6 {
+        w.push(b']');
+    }
+    if let Some(p) = port {
+        w.push(b':');
+        self::port(w, p);
+    }
+    Ok(())
 }
 
 /// Renders `a` as a text line:
