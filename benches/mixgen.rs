@@ -7,6 +7,11 @@
 //!   the internet (a few thousand egress flows).
 //! - [`syn_flood`]: `n` SYNs from distinct sources to 10.0.1.20:11434, each a new flow that the
 //!   default `ai-port-syn` rule matches.
+//! - [`flood_variant`]: floods of other shapes ([`Flood`]): random IPv6 sources to an AI
+//!   service, or the AI subnet's hosts opening connections to random internet addresses (each
+//!   flow matching `ai-egress`).
+//! - [`to_pcapng`]: a classic pcap file of these rewritten as pcapng (one interface,
+//!   microsecond times), the format dumpcap and Wireshark write.
 //!
 //! Each has a `_with` form that hands the frames to a callback instead of a pcap file (the
 //! criterion micro-benchmarks keep them in memory).
@@ -289,4 +294,119 @@ pub fn syn_flood_with(
         emit(ts, &buf)?;
     }
     Ok(())
+}
+
+/// A SYN flood other than [`syn_flood`]'s.
+#[derive(Clone, Copy, Debug)]
+pub enum Flood {
+    /// From random IPv6 sources (2001:db8::/32) to [fd00:0:0:1::14]:11434: long addresses
+    /// in every alert, each flow matching `ai-port-syn`.
+    V6ToAi,
+    /// From the AI subnet's hosts (10.0.1.2-201) to random internet addresses on port 443,
+    /// each flow matching `ai-egress`.
+    Egress,
+}
+
+/// Writes `n` SYNs of `kind` as a classic pcap file; returns `n`.
+pub fn flood_variant(path: &Path, kind: Flood, n: u64) -> io::Result<u64> {
+    let mut w = PcapWriter::create(path)?;
+    flood_variant_with(kind, n, |ts_us, frame| w.packet(ts_us, frame))?;
+    w.w.flush()?;
+    Ok(n)
+}
+
+/// [`flood_variant`] in memory, as [`syn_flood_with`].
+pub fn flood_variant_with(
+    kind: Flood,
+    n: u64,
+    mut emit: impl FnMut(u64, &[u8]) -> io::Result<()>,
+) -> io::Result<()> {
+    let mut rng = Rng::new(0x5eed_f100d);
+    let mut buf = Vec::with_capacity(96);
+    let mut ts = 1_764_072_000_000_000u64;
+    for i in 0..n {
+        ts += 1;
+        let (mut src, mut dst) = ([0u8; 16], [0u8; 16]);
+        let (v6, sport, dport) = match kind {
+            Flood::V6ToAi => {
+                src[..4].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
+                src[4..12].copy_from_slice(&rng.next().to_be_bytes());
+                src[12..].copy_from_slice(&(rng.next() as u32).to_be_bytes());
+                dst[..2].copy_from_slice(&[0xfd, 0x00]);
+                dst[7] = 1;
+                dst[15] = 0x14;
+                (true, 1024 + (i % 60_000) as u16, 11434)
+            }
+            Flood::Egress => {
+                src[..4].copy_from_slice(&[10, 0, 1, 2 + (i % 200) as u8]);
+                let first = [23u8, 34, 52, 93, 104, 142, 151, 185][rng.below(8) as usize];
+                let rest = (rng.next() as u32).to_be_bytes();
+                dst[..4].copy_from_slice(&[first, rest[1], rest[2], rest[3]]);
+                (false, 1024 + ((i / 200) % 60_000) as u16, 443)
+            }
+        };
+        let f = FlowSpec {
+            v6,
+            vlan: None,
+            udp: false,
+            src,
+            dst,
+            sport,
+            dport,
+            step: 0,
+            data: 0,
+        };
+        frame(&mut buf, &f, false, 0x02, 0);
+        emit(ts, &buf)?;
+    }
+    Ok(())
+}
+
+/// Rewrites `pcap` (a classic pcap file as [`PcapWriter`] writes them: little-endian,
+/// microseconds, Ethernet) as pcapng at `path`: a section header, one Ethernet interface
+/// (microsecond times, the same snap length) and an Enhanced Packet Block per record.
+pub fn to_pcapng(pcap: &Path, path: &Path) -> io::Result<u64> {
+    let input = std::fs::read(pcap)?;
+    let word =
+        |at: usize| u32::from_le_bytes([input[at], input[at + 1], input[at + 2], input[at + 3]]);
+    if input.len() < 24 || word(0) != 0xa1b2_c3d4 || word(20) != 1 {
+        return Err(io::Error::other(
+            "not a little-endian microsecond Ethernet pcap",
+        ));
+    }
+    let mut w = BufWriter::with_capacity(1 << 20, File::create(path)?);
+    let block = |w: &mut BufWriter<File>, ty: u32, fixed: &[u8], data: &[u8]| {
+        let body = fixed.len() + data.len().next_multiple_of(4);
+        let len = (12 + body) as u32;
+        w.write_all(&ty.to_le_bytes())?;
+        w.write_all(&len.to_le_bytes())?;
+        w.write_all(fixed)?;
+        w.write_all(data)?;
+        w.write_all(&[0u8; 3][..data.len().next_multiple_of(4) - data.len()])?;
+        w.write_all(&len.to_le_bytes())
+    };
+    let mut shb = 0x1A2B_3C4Du32.to_le_bytes().to_vec();
+    shb.extend_from_slice(&[1, 0, 0, 0]);
+    shb.extend_from_slice(&u64::MAX.to_le_bytes());
+    block(&mut w, 0x0A0D_0D0A, &shb, &[])?;
+    let mut idb = 1u32.to_le_bytes().to_vec();
+    idb.extend_from_slice(&word(16).to_le_bytes());
+    block(&mut w, 1, &idb, &[])?;
+    let (mut at, mut n) = (24, 0u64);
+    while at + 16 <= input.len() {
+        let (sec, us, caplen, len) = (word(at), word(at + 4), word(at + 8), word(at + 12));
+        let data = input
+            .get(at + 16..at + 16 + caplen as usize)
+            .ok_or_else(|| io::Error::other("record cut short"))?;
+        let t = u64::from(sec) * 1_000_000 + u64::from(us);
+        let mut epb = Vec::with_capacity(20);
+        for v in [0, (t >> 32) as u32, t as u32, caplen, len] {
+            epb.extend_from_slice(&v.to_le_bytes());
+        }
+        block(&mut w, 6, &epb, data)?;
+        at += 16 + caplen as usize;
+        n += 1;
+    }
+    w.flush()?;
+    Ok(n)
 }

@@ -11,7 +11,8 @@
 //! Captures: the SPAN-like mix (`mixgen::span_mix`: 641-byte frames on average); the same mix
 //! with payloads cut to a 25th (93-byte frames: the same per-packet work on a seventh of the
 //! bytes, the regime of the "2M small packets in about 0.14 s"); the 1M-SYN flood with
-//! the default rules, and with a rule every SYN matches.
+//! the default rules, and with a rule every SYN matches; and floods of other shapes with the
+//! default rules (random IPv6 sources, AI hosts to the internet, the flood as pcapng).
 //!
 //! Two bare loops: the baseline of the targets (libpcap as it comes: its stdio stream reads
 //! 4 KiB at a time), and the same loop through exfilwatch's capture layer, which gives libpcap
@@ -374,4 +375,23 @@ fn main() {
         Some(&every_syn),
         runs,
     );
+    // Floods of other shapes (captures of one's own may not look like ours): random IPv6
+    // sources (every alert's source address at full length), the AI hosts to the internet
+    // (`ai-egress`), and our flood as pcapng.
+    for (name, kind) in [
+        ("syn-flood, IPv6, default rules", mixgen::Flood::V6ToAi),
+        ("syn-flood, egress, default rules", mixgen::Flood::Egress),
+    ] {
+        let slug = format!("{kind:?}").to_lowercase();
+        let path = d.join(format!("syn-flood-{slug}-{flood_n}.pcap"));
+        if !path.exists() {
+            mixgen::flood_variant(&path, kind, flood_n).unwrap();
+        }
+        measure(name, &path, None, runs);
+    }
+    let flood_ng = d.join(format!("syn-flood-{flood_n}.pcapng"));
+    if !flood_ng.exists() {
+        mixgen::to_pcapng(&flood, &flood_ng).unwrap();
+    }
+    measure("syn-flood as pcapng, default rules", &flood_ng, None, runs);
 }
