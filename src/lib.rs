@@ -21,3 +21,6 @@ pub mod privilege;
 pub mod report;
 pub mod rules;
 pub mod time;
+
+#[cfg(test)]
+mod testing;

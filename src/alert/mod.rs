@@ -804,13 +804,7 @@ mod tests {
     /// addresses, and for random ones.
     #[test]
     fn test_ipv6_text_equals_std() {
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = crate::testing::xorshift(0x9e37_79b9_7f4a_7c15);
         let values = [1u16, 0xf, 0x10, 0xab, 0x100, 0xfff, 0x1000, 0xffff];
         let mut addrs: Vec<[u16; 8]> = Vec::new();
         for mask in 0u32..256 {
@@ -925,11 +919,9 @@ mod tests {
             let t = 10u64.pow(p);
             values.extend([t - 1, t, t + 1]);
         }
-        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = crate::testing::xorshift(0x2545_f491_4f6c_dd1d);
         for _ in 0..100_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            let x = next();
             values.push(x >> (x % 64));
         }
         for v in values {
@@ -962,11 +954,9 @@ mod tests {
         .map(|s| s.parse().unwrap())
         .collect();
         let mut f = Fragments::default();
-        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = crate::testing::xorshift(0x2545_f491_4f6c_dd1d);
         for _ in 0..20_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            let x = next();
             // Mostly a repeat of an address just written, sometimes another.
             let side = (x % 2) as usize;
             let addr = pool[((x >> 8) % 3 + (x >> 16) % 2 * ((x >> 24) % 5)) as usize];
@@ -983,12 +973,10 @@ mod tests {
     #[test]
     fn test_cached_timestamps_equal_the_full_writer() {
         let mut f = Fragments::default();
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = crate::testing::xorshift(0x9e37_79b9_7f4a_7c15);
         let mut t = 1_764_072_000_000_000_000i64;
         for i in 0..200_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            let x = next();
             // Mostly small steps (the cache hits), sometimes jumps, backwards and far.
             // (Wrapping: far jumps may cross the ends of the range, as in release builds.)
             t = t.wrapping_add(match i % 1000 {

@@ -299,13 +299,7 @@ fn test_huge_numbers_do_not_panic() {
 /// 128, with IPv4 sets asked about IPv6 addresses and the other way round.
 #[test]
 fn test_netset_contains_equals_ipnetwork() {
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
+    let mut next = crate::testing::xorshift(0x9e37_79b9_7f4a_7c15);
     // An address of the family of `v6` from the low bits of `a`.
     let addr = |v6: bool, a: u128| -> IpAddr {
         if v6 {
