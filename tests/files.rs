@@ -385,7 +385,8 @@ type EditedCapture = (&'static str, Vec<u8>, u64, u64, Option<String>);
 /// of them by our plain reader, libpcap's error). Blocks libpcap skips (name resolution,
 /// interface statistics, a custom block) are skipped by us too; at a second interface's block,
 /// a packet over the snap length (which libpcap cuts to it), a packet of an interface not
-/// described, or a block cut by the end of the file, libpcap reads on (and its error stands).
+/// described, or a block cut by the end of the file, libpcap reads on (and its error stands);
+/// a file with two section headers before its first interface's is libpcap's from the start.
 fn pcapng_mixes(pcap: &[u8], n: u64) -> Vec<EditedCapture> {
     let snaplen = u32::from_le_bytes(pcap[16..20].try_into().unwrap());
     let at =
@@ -399,6 +400,9 @@ fn pcapng_mixes(pcap: &[u8], n: u64) -> Vec<EditedCapture> {
     let whole = pcapng_of(pcap, |_| vec![]);
     let mut cut = whole.clone();
     cut.truncate(cut.len() - 6);
+    // A second section header before the interface's (libpcap passes over it on opening).
+    let shb_len = u32::from_le_bytes(whole[4..8].try_into().unwrap()) as usize;
+    let two_sections = [&whole[..shb_len], &whole[..shb_len], &whole[shb_len..]].concat();
     let over = ng_epb(
         0,
         1_764_072_000_000_000,
@@ -450,6 +454,9 @@ fn pcapng_mixes(pcap: &[u8], n: u64) -> Vec<EditedCapture> {
             n - 1,
             Some(format!("packet {n}: libpcap error")),
         ),
+        // (Not ours at all: libpcap frames the blocks before the first interface's in the
+        // first header's byte order only, and our reader in each header's own.)
+        ("mix-two-section-headers", two_sections, n, 0, None),
     ]
 }
 

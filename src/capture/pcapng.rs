@@ -411,6 +411,8 @@ pub struct PcapngReader<R> {
     /// The current block's body (between total length and trailing total length).
     body: Vec<u8>,
     packets: u64,
+    /// Section Header Blocks read.
+    sections: u64,
     done: bool,
 }
 
@@ -426,6 +428,7 @@ impl<R: Read> PcapngReader<R> {
             interfaces: Vec::new(),
             body: Vec::new(),
             packets: 0,
+            sections: 0,
             done: false,
         }
     }
@@ -443,6 +446,11 @@ impl<R: Read> PcapngReader<R> {
     /// The current section's byte order.
     pub fn endian(&self) -> Endian {
         self.endian
+    }
+
+    /// Section Header Blocks read so far.
+    pub fn sections(&self) -> u64 {
+        self.sections
     }
 
     /// The next packet, `Ok(None)` at the end of the stream. After an error, always `Ok(None)`.
@@ -620,6 +628,7 @@ impl<R: Read> PcapngReader<R> {
             return Err(ErrorKind::UnsupportedVersion { major, minor });
         }
         self.in_section = true;
+        self.sections += 1;
         self.interfaces.clear();
         Ok(())
     }

@@ -144,7 +144,7 @@ impl PlainPcap {
     }
 
     /// A reader of `file` (the regular pcapng file libpcap opened) from `at`, where libpcap's
-    /// stream stands after opening it, if the blocks before are one section header and one
+    /// stream stands after opening it, if the blocks before hold one section header, one
     /// interface (libpcap's `dlt`) with microsecond or nanosecond times and no time offset,
     /// and the link type's packets are left as they are; `snapshot` is libpcap's snap length.
     pub(super) fn new_ng(file: &File, dlt: i32, snapshot: i32, at: u64) -> Option<PlainPcap> {
@@ -154,9 +154,12 @@ impl PlainPcap {
         }
         let mut head = vec![0u8; usize::try_from(at).ok()?];
         file.read_exact_at(&mut head, 0).ok()?;
-        // Our reader over what libpcap read: its interfaces, and no packet.
+        // Our reader over what libpcap read: one section, its interfaces, and no packet.
+        // (libpcap reads every block before the first interface's in the first section
+        // header's byte order, without looking at a second header: a start with two
+        // sections may frame its blocks differently for the two readers.)
         let mut r = PcapngReader::new(&head[..]);
-        if !matches!(r.next_packet(), Ok(None)) || r.packets_read() != 0 {
+        if !matches!(r.next_packet(), Ok(None)) || r.packets_read() != 0 || r.sections() != 1 {
             return None;
         }
         let [iface] = r.interfaces() else {
