@@ -384,9 +384,10 @@ type EditedCapture = (&'static str, Vec<u8>, u64, u64, Option<String>);
 /// The mix `pcap` (of `n` records) as pcapng, whole and edited: (name, bytes, records read,
 /// of them by our plain reader, libpcap's error). Blocks libpcap skips (name resolution,
 /// interface statistics, a custom block) are skipped by us too; at a second interface's block,
-/// a packet over the snap length (which libpcap cuts to it), a packet of an interface not
-/// described, or a block cut by the end of the file, libpcap reads on (and its error stands);
-/// a file with two section headers before its first interface's is libpcap's from the start.
+/// a packet over the snap length, a packet of an interface not described, or a block cut by
+/// the end of the file, libpcap reads on (and its error stands, or our pcapng reader takes
+/// over where libpcap stops on a valid file); a file with two section headers before its
+/// first interface's is libpcap's from the start.
 fn pcapng_mixes(pcap: &[u8], n: u64) -> Vec<EditedCapture> {
     let snaplen = u32::from_le_bytes(pcap[16..20].try_into().unwrap());
     let at =
@@ -428,7 +429,8 @@ fn pcapng_mixes(pcap: &[u8], n: u64) -> Vec<EditedCapture> {
             n / 2,
             None,
         ),
-        // (libpcap cuts the packet to the snap length and reads on.)
+        // (libpcap refuses it; our pcapng reader takes over there, as wherever libpcap stops
+        // on a valid file, and reads it and the rest.)
         (
             "mix-over-snaplen",
             pcapng_of(pcap, at(half, over)),
