@@ -45,6 +45,9 @@ use crate::time::Timestamp;
 /// Classic pcap magic numbers: microsecond and nanosecond timestamps.
 const MAGIC_US: u32 = 0xa1b2_c3d4;
 const MAGIC_NS: u32 = 0xa1b2_3c4d;
+/// Time units a second: microseconds and nanoseconds.
+const MICROS: u64 = 1_000_000;
+const NANOS: u64 = 1_000_000_000;
 /// The file header's and a record header's size.
 const FILE_HEADER: usize = 24;
 const RECORD_HEADER: usize = 16;
@@ -128,19 +131,9 @@ impl PlainPcap {
         if (u16_at(&header, 4, swapped), u16_at(&header, 6, swapped)) != (2, 4) {
             return None;
         }
-        Some(PlainPcap {
-            file,
-            offset: FILE_HEADER as u64,
-            buf: vec![0; READ_SIZE],
-            pos: 0,
-            end: 0,
-            swapped,
-            scale: if nano { 1 } else { 1000 },
-            ng_units: 0,
-            snapshot: plain_snapshot(dlt, swapped, snapshot)?,
-            linktype: dlt,
-            eof: false,
-        })
+        let units = if nano { NANOS } else { MICROS };
+        let offset = FILE_HEADER as u64;
+        PlainPcap::start(file, offset, swapped, units, false, dlt, snapshot)
     }
 
     /// A reader of `file` (the regular pcapng file libpcap opened) from `at`, where libpcap's
@@ -159,35 +152,42 @@ impl PlainPcap {
         // header's byte order, without looking at a second header: a start with two
         // sections may frame its blocks differently for the two readers.)
         let mut r = PcapngReader::new(&head[..]);
-        if !matches!(r.next_packet(), Ok(None)) || r.packets_read() != 0 || r.sections() != 1 {
+        if !matches!(r.next_packet(), Ok(None)) || r.sections() != 1 {
             return None;
         }
         let [iface] = r.interfaces() else {
             return None;
         };
-        let scale = match iface.resolution.units_per_sec() {
-            1_000_000 => 1000,
-            1_000_000_000 => 1,
-            _ => return None,
-        };
-        if iface.linktype != dlt || iface.offset_secs != 0 {
+        let units = iface.resolution.units_per_sec();
+        if ![MICROS, NANOS].contains(&units) || iface.linktype != dlt || iface.offset_secs != 0 {
             return None;
         }
-        let native = if cfg!(target_endian = "little") {
-            Endian::Little
-        } else {
-            Endian::Big
-        };
-        let swapped = r.endian() != native;
+        let swapped = (r.endian() == Endian::Little) != cfg!(target_endian = "little");
+        PlainPcap::start(file, at, swapped, units, true, dlt, snapshot)
+    }
+
+    /// A reader of `file` from `offset`, a record's or block's start: numbers in the other
+    /// byte order than this machine's if `swapped`, times in `units` (10^6 or 10^9) a second,
+    /// pcapng blocks or classic records; `None` if `dlt`'s records are never plain (see
+    /// [`plain_snapshot`]).
+    fn start(
+        file: File,
+        offset: u64,
+        swapped: bool,
+        units: u64,
+        pcapng: bool,
+        dlt: i32,
+        snapshot: i32,
+    ) -> Option<PlainPcap> {
         Some(PlainPcap {
             file,
-            offset: at,
+            offset,
             buf: vec![0; READ_SIZE],
             pos: 0,
             end: 0,
             swapped,
-            scale,
-            ng_units: iface.resolution.units_per_sec(),
+            scale: (NANOS / units) as i64,
+            ng_units: if pcapng { units } else { 0 },
             snapshot: plain_snapshot(dlt, swapped, snapshot)?,
             linktype: dlt,
             eof: false,
