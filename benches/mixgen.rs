@@ -7,11 +7,11 @@
 //!   the internet (a few thousand egress flows).
 //! - [`syn_flood`]: `n` SYNs from distinct sources to 10.0.1.20:11434, each a new flow that the
 //!   default `ai-port-syn` rule matches.
-//! - [`flood_variant`]: floods of other shapes ([`Flood`]): random IPv6 sources to an AI
-//!   service, or the AI subnet's hosts opening connections to random internet addresses (each
-//!   flow matching `ai-egress`).
-//! - [`to_pcapng`]: a classic pcap file of these rewritten as pcapng (one interface,
-//!   microsecond times), the format dumpcap and Wireshark write.
+//! - [`flood`]: floods of other shapes ([`Flood`]): random IPv6 sources to an AI service, or
+//!   the AI subnet's hosts opening connections to random internet addresses (each flow
+//!   matching `ai-egress`).
+//! - [`to_pcapng`] ([`pcapng_of`] in memory): a classic pcap file of these rewritten as pcapng
+//!   (one interface, microsecond times), the format dumpcap and Wireshark write.
 //!
 //! Each has a `_with` form that hands the frames to a callback instead of a pcap file (the
 //! criterion micro-benchmarks keep them in memory).
@@ -258,47 +258,22 @@ fn span_mix_scaled(
     Ok(())
 }
 
-/// Writes `n` SYNs, each from a new source to 10.0.1.20:11434.
+/// Writes `n` SYNs, each from a new source to 10.0.1.20:11434 ([`Flood::V4ToAi`]).
 pub fn syn_flood(path: &Path, n: u64) -> io::Result<u64> {
-    let mut w = PcapWriter::create(path)?;
-    syn_flood_with(n, |ts_us, frame| w.packet(ts_us, frame))?;
-    w.w.flush()?;
-    Ok(n)
+    flood(path, Flood::V4ToAi, n)
 }
 
 /// The SYN flood in memory: calls `emit(timestamp in µs, Ethernet frame)` for each SYN.
-pub fn syn_flood_with(
-    n: u64,
-    mut emit: impl FnMut(u64, &[u8]) -> io::Result<()>,
-) -> io::Result<()> {
-    let mut buf = Vec::with_capacity(64);
-    let mut ts = 1_764_072_000_000_000u64;
-    for i in 0..n {
-        ts += 1;
-        let mut src = [0u8; 16];
-        src[..4].copy_from_slice(&[172, 16 + ((i >> 16) & 0x0f) as u8, (i >> 8) as u8, i as u8]);
-        let mut dst = [0u8; 16];
-        dst[..4].copy_from_slice(&[10, 0, 1, 20]);
-        let f = FlowSpec {
-            v6: false,
-            vlan: None,
-            udp: false,
-            src,
-            dst,
-            sport: 1024 + (i % 60_000) as u16,
-            dport: 11434,
-            step: 0,
-            data: 0,
-        };
-        frame(&mut buf, &f, false, 0x02, 0);
-        emit(ts, &buf)?;
-    }
-    Ok(())
+pub fn syn_flood_with(n: u64, emit: impl FnMut(u64, &[u8]) -> io::Result<()>) -> io::Result<()> {
+    flood_with(Flood::V4ToAi, n, emit)
 }
 
-/// A SYN flood other than [`syn_flood`]'s.
+/// A SYN flood: which SYNs.
 #[derive(Clone, Copy, Debug)]
 pub enum Flood {
+    /// The issue's: each from a new IPv4 source (172.16.0.0/12, in order) to 10.0.1.20:11434,
+    /// each flow matching `ai-port-syn`.
+    V4ToAi,
     /// From random IPv6 sources (2001:db8::/32) to [fd00:0:0:1::14]:11434: long addresses
     /// in every alert, each flow matching `ai-port-syn`.
     V6ToAi,
@@ -308,15 +283,15 @@ pub enum Flood {
 }
 
 /// Writes `n` SYNs of `kind` as a classic pcap file; returns `n`.
-pub fn flood_variant(path: &Path, kind: Flood, n: u64) -> io::Result<u64> {
+pub fn flood(path: &Path, kind: Flood, n: u64) -> io::Result<u64> {
     let mut w = PcapWriter::create(path)?;
-    flood_variant_with(kind, n, |ts_us, frame| w.packet(ts_us, frame))?;
+    flood_with(kind, n, |ts_us, frame| w.packet(ts_us, frame))?;
     w.w.flush()?;
     Ok(n)
 }
 
-/// [`flood_variant`] in memory, as [`syn_flood_with`].
-pub fn flood_variant_with(
+/// [`flood`] in memory: calls `emit(timestamp in µs, Ethernet frame)` for each SYN.
+pub fn flood_with(
     kind: Flood,
     n: u64,
     mut emit: impl FnMut(u64, &[u8]) -> io::Result<()>,
@@ -328,6 +303,16 @@ pub fn flood_variant_with(
         ts += 1;
         let (mut src, mut dst) = ([0u8; 16], [0u8; 16]);
         let (v6, sport, dport) = match kind {
+            Flood::V4ToAi => {
+                src[..4].copy_from_slice(&[
+                    172,
+                    16 + ((i >> 16) & 0x0f) as u8,
+                    (i >> 8) as u8,
+                    i as u8,
+                ]);
+                dst[..4].copy_from_slice(&[10, 0, 1, 20]);
+                (false, 1024 + (i % 60_000) as u16, 11434)
+            }
             Flood::V6ToAi => {
                 src[..4].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
                 src[4..12].copy_from_slice(&rng.next().to_be_bytes());
@@ -362,51 +347,79 @@ pub fn flood_variant_with(
     Ok(())
 }
 
-/// Rewrites `pcap` (a classic pcap file as [`PcapWriter`] writes them: little-endian,
-/// microseconds, Ethernet) as pcapng at `path`: a section header, one Ethernet interface
-/// (microsecond times, the same snap length) and an Enhanced Packet Block per record.
-pub fn to_pcapng(pcap: &Path, path: &Path) -> io::Result<u64> {
-    let input = std::fs::read(pcap)?;
-    let word =
-        |at: usize| u32::from_le_bytes([input[at], input[at + 1], input[at + 2], input[at + 3]]);
-    if input.len() < 24 || word(0) != 0xa1b2_c3d4 || word(20) != 1 {
+/// A pcapng block of type `ty` (little-endian): `body` padded to 4 bytes, between the block's
+/// length written before and after it.
+pub fn ng_block(ty: u32, body: &[u8]) -> Vec<u8> {
+    let padded = body.len().next_multiple_of(4);
+    let len = (12 + padded) as u32;
+    let mut out = Vec::with_capacity(len as usize);
+    out.extend_from_slice(&ty.to_le_bytes());
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(body);
+    out.resize(8 + padded, 0);
+    out.extend_from_slice(&len.to_le_bytes());
+    out
+}
+
+/// An Interface Description Block: Ethernet, snap length `snaplen`, no options (so
+/// microsecond times).
+pub fn ng_idb(snaplen: u32) -> Vec<u8> {
+    let mut body = 1u32.to_le_bytes().to_vec();
+    body.extend_from_slice(&snaplen.to_le_bytes());
+    ng_block(1, &body)
+}
+
+/// An Enhanced Packet Block: interface `iface`, time `us` in microseconds, `caplen` captured
+/// of `len`, then `data` (the captured bytes; fewer than `caplen` in a crafted block).
+pub fn ng_epb(iface: u32, us: u64, caplen: u32, len: u32, data: &[u8]) -> Vec<u8> {
+    let mut body = Vec::with_capacity(20 + data.len());
+    for v in [iface, (us >> 32) as u32, us as u32, caplen, len] {
+        body.extend_from_slice(&v.to_le_bytes());
+    }
+    body.extend_from_slice(data);
+    ng_block(6, &body)
+}
+
+/// `pcap` (a classic pcap file as [`PcapWriter`] writes them: little-endian, microseconds,
+/// Ethernet) as little-endian pcapng: a section header, one Ethernet interface with the same
+/// snap length, and a packet block of interface 0 per record, with `extra(i)`'s blocks written
+/// before the `i`th record's (from 0).
+pub fn pcapng_of(pcap: &[u8], mut extra: impl FnMut(usize) -> Vec<u8>) -> io::Result<Vec<u8>> {
+    let word = |at: usize| -> io::Result<u32> {
+        let b = pcap
+            .get(at..at + 4)
+            .ok_or_else(|| io::Error::other("pcap cut short"))?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    if word(0)? != 0xa1b2_c3d4 || word(20)? != 1 {
         return Err(io::Error::other(
             "not a little-endian microsecond Ethernet pcap",
         ));
     }
-    let mut w = BufWriter::with_capacity(1 << 20, File::create(path)?);
-    let block = |w: &mut BufWriter<File>, ty: u32, fixed: &[u8], data: &[u8]| {
-        let body = fixed.len() + data.len().next_multiple_of(4);
-        let len = (12 + body) as u32;
-        w.write_all(&ty.to_le_bytes())?;
-        w.write_all(&len.to_le_bytes())?;
-        w.write_all(fixed)?;
-        w.write_all(data)?;
-        w.write_all(&[0u8; 3][..data.len().next_multiple_of(4) - data.len()])?;
-        w.write_all(&len.to_le_bytes())
-    };
     let mut shb = 0x1A2B_3C4Du32.to_le_bytes().to_vec();
     shb.extend_from_slice(&[1, 0, 0, 0]);
-    shb.extend_from_slice(&u64::MAX.to_le_bytes());
-    block(&mut w, 0x0A0D_0D0A, &shb, &[])?;
-    let mut idb = 1u32.to_le_bytes().to_vec();
-    idb.extend_from_slice(&word(16).to_le_bytes());
-    block(&mut w, 1, &idb, &[])?;
-    let (mut at, mut n) = (24, 0u64);
-    while at + 16 <= input.len() {
-        let (sec, us, caplen, len) = (word(at), word(at + 4), word(at + 8), word(at + 12));
-        let data = input
+    shb.extend_from_slice(&u64::MAX.to_le_bytes()); // section length not given
+    let mut out = ng_block(0x0A0D_0D0A, &shb);
+    out.extend(ng_idb(word(16)?));
+    let (mut at, mut i) = (24, 0);
+    while at < pcap.len() {
+        out.extend(extra(i));
+        let (sec, us, caplen, len) = (word(at)?, word(at + 4)?, word(at + 8)?, word(at + 12)?);
+        let data = pcap
             .get(at + 16..at + 16 + caplen as usize)
             .ok_or_else(|| io::Error::other("record cut short"))?;
         let t = u64::from(sec) * 1_000_000 + u64::from(us);
-        let mut epb = Vec::with_capacity(20);
-        for v in [0, (t >> 32) as u32, t as u32, caplen, len] {
-            epb.extend_from_slice(&v.to_le_bytes());
-        }
-        block(&mut w, 6, &epb, data)?;
+        out.extend(ng_epb(0, t, caplen, len, data));
         at += 16 + caplen as usize;
-        n += 1;
+        i += 1;
     }
-    w.flush()?;
-    Ok(n)
+    Ok(out)
+}
+
+/// Rewrites the classic pcap file `pcap` as pcapng at `path` ([`pcapng_of`]); returns the
+/// bytes written.
+pub fn to_pcapng(pcap: &Path, path: &Path) -> io::Result<u64> {
+    let out = pcapng_of(&std::fs::read(pcap)?, |_| vec![])?;
+    std::fs::write(path, &out)?;
+    Ok(out.len() as u64)
 }

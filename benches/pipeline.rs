@@ -385,7 +385,7 @@ fn main() {
         let slug = format!("{kind:?}").to_lowercase();
         let path = d.join(format!("syn-flood-{slug}-{flood_n}.pcap"));
         if !path.exists() {
-            mixgen::flood_variant(&path, kind, flood_n).unwrap();
+            mixgen::flood(&path, kind, flood_n).unwrap();
         }
         measure(name, &path, None, runs);
     }

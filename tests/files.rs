@@ -318,66 +318,6 @@ fn with_long_record(pcap: &[u8], after: usize) -> Vec<u8> {
     out
 }
 
-/// A pcapng block of type `ty`: `body` padded to 4 bytes, between the block's length (little
-/// endian) written before and after it.
-fn ng_block(ty: u32, body: &[u8]) -> Vec<u8> {
-    let padded = body.len().next_multiple_of(4);
-    let len = (12 + padded) as u32;
-    let mut out = Vec::with_capacity(len as usize);
-    out.extend_from_slice(&ty.to_le_bytes());
-    out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(body);
-    out.resize(8 + padded, 0);
-    out.extend_from_slice(&len.to_le_bytes());
-    out
-}
-
-/// An Enhanced Packet Block: interface `iface`, time `us` in microseconds, `caplen` captured
-/// of `len`, `data` (the captured bytes, possibly fewer than `caplen` in a crafted block).
-fn ng_epb(iface: u32, us: u64, caplen: u32, len: u32, data: &[u8]) -> Vec<u8> {
-    let mut body = Vec::new();
-    for v in [iface, (us >> 32) as u32, us as u32, caplen, len] {
-        body.extend_from_slice(&v.to_le_bytes());
-    }
-    body.extend_from_slice(data);
-    ng_block(6, &body)
-}
-
-/// An Interface Description Block: Ethernet, snap length `snaplen`, no options.
-fn ng_idb(snaplen: u32) -> Vec<u8> {
-    let mut body = 1u32.to_le_bytes().to_vec();
-    body.extend_from_slice(&snaplen.to_le_bytes());
-    ng_block(1, &body)
-}
-
-/// `pcap` (a little-endian microsecond classic pcap of Ethernet) as little-endian pcapng: a
-/// section header, one interface with the file's snap length, and a packet block of interface 0
-/// per record, with `extra(i)`'s blocks written before the `i`th record's (from 0).
-fn pcapng_of(pcap: &[u8], mut extra: impl FnMut(usize) -> Vec<u8>) -> Vec<u8> {
-    assert_eq!(
-        &pcap[..4],
-        &[0xd4, 0xc3, 0xb2, 0xa1],
-        "little-endian microsecond pcap"
-    );
-    let word = |at: usize| u32::from_le_bytes(pcap[at..at + 4].try_into().unwrap());
-    let mut shb = 0x1A2B_3C4Du32.to_le_bytes().to_vec();
-    shb.extend_from_slice(&[1, 0, 0, 0]);
-    shb.extend_from_slice(&u64::MAX.to_le_bytes()); // section length not given
-    let mut out = ng_block(0x0A0D_0D0A, &shb);
-    out.extend(ng_idb(word(16)));
-    let (mut at, mut i) = (24, 0);
-    while at < pcap.len() {
-        out.extend(extra(i));
-        let (sec, us, caplen, len) = (word(at), word(at + 4), word(at + 8), word(at + 12));
-        let data = &pcap[at + 16..at + 16 + caplen as usize];
-        let t = u64::from(sec) * 1_000_000 + u64::from(us);
-        out.extend(ng_epb(0, t, caplen, len, data));
-        at += 16 + caplen as usize;
-        i += 1;
-    }
-    out
-}
-
 /// A capture's name, bytes, records read, of them by our plain reader, and the error.
 type EditedCapture = (&'static str, Vec<u8>, u64, u64, Option<String>);
 
@@ -390,41 +330,41 @@ type EditedCapture = (&'static str, Vec<u8>, u64, u64, Option<String>);
 /// first interface's is libpcap's from the start.
 fn pcapng_mixes(pcap: &[u8], n: u64) -> Vec<EditedCapture> {
     let snaplen = u32::from_le_bytes(pcap[16..20].try_into().unwrap());
-    let at =
-        |k: usize, blocks: Vec<u8>| move |i: usize| if i == k { blocks.clone() } else { vec![] };
+    // The mix as pcapng, with `blocks` before record `k` if given.
+    let ng = |extra: Option<(usize, Vec<u8>)>| {
+        mixgen::pcapng_of(pcap, |i| match &extra {
+            Some((k, blocks)) if *k == i => blocks.clone(),
+            _ => vec![],
+        })
+        .expect("the mix as pcapng")
+    };
     let skipped = [
-        ng_block(4, &[1, 0, 4, 0, 10, 0, 1, 20, 0, 0, 0, 0]),
-        ng_block(5, &[0; 8]),
-        ng_block(0x0000_0BAD, &[0; 9]),
+        mixgen::ng_block(4, &[1, 0, 4, 0, 10, 0, 1, 20, 0, 0, 0, 0]),
+        mixgen::ng_block(5, &[0; 8]),
+        mixgen::ng_block(0x0000_0BAD, &[0; 9]),
     ]
     .concat();
-    let whole = pcapng_of(pcap, |_| vec![]);
+    let whole = ng(None);
     let mut cut = whole.clone();
     cut.truncate(cut.len() - 6);
     // A second section header before the interface's (libpcap passes over it on opening).
     let shb_len = u32::from_le_bytes(whole[4..8].try_into().unwrap()) as usize;
     let two_sections = [&whole[..shb_len], &whole[..shb_len], &whole[shb_len..]].concat();
-    let over = ng_epb(
+    let over = mixgen::ng_epb(
         0,
         1_764_072_000_000_000,
         snaplen + 4,
         snaplen + 4,
         &vec![0; snaplen as usize + 4],
     );
-    let stray = ng_epb(1, 1_764_072_000_000_000, 60, 60, &[0; 60]);
+    let stray = mixgen::ng_epb(1, 1_764_072_000_000_000, 60, 60, &[0; 60]);
     let half = (n / 2) as usize;
     vec![
         ("mix", whole, n, n, None),
-        (
-            "mix-skipped-blocks",
-            pcapng_of(pcap, at(half, skipped)),
-            n,
-            n,
-            None,
-        ),
+        ("mix-skipped-blocks", ng(Some((half, skipped))), n, n, None),
         (
             "mix-second-interface",
-            pcapng_of(pcap, at(half, ng_idb(snaplen))),
+            ng(Some((half, mixgen::ng_idb(snaplen)))),
             n,
             n / 2,
             None,
@@ -433,14 +373,14 @@ fn pcapng_mixes(pcap: &[u8], n: u64) -> Vec<EditedCapture> {
         // on a valid file, and reads it and the rest.)
         (
             "mix-over-snaplen",
-            pcapng_of(pcap, at(half, over)),
+            ng(Some((half, over))),
             n + 1,
             n / 2,
             None,
         ),
         (
             "mix-undescribed-interface",
-            pcapng_of(pcap, at(half, stray)),
+            ng(Some((half, stray))),
             n / 2,
             n / 2,
             Some(format!(
