@@ -1045,13 +1045,13 @@ fn flow_record(w: &mut Vec<u8>, f: &Flow, reason: &str, iface: Option<&str>) -> 
     }
     let ports = has_ports(p);
     w.extend_from_slice(b",\"src_ip\":\"");
-    crate::alert::ip(w, ini.addr)?;
+    crate::alert::ip(w, ini.addr);
     w.push(b'"');
     if ports {
         write!(w, ",\"src_port\":{}", ini.port)?;
     }
     w.extend_from_slice(b",\"dest_ip\":\"");
-    crate::alert::ip(w, resp.addr)?;
+    crate::alert::ip(w, resp.addr);
     w.push(b'"');
     if ports {
         write!(w, ",\"dest_port\":{}", resp.port)?;

@@ -477,12 +477,11 @@ const OCTETS: [[u8; 4]; 256] = {
 /// An address in its standard text form, the same bytes as std's `Display` (checked
 /// against it in the tests), without the formatting machinery: through `write!`, an IPv6
 /// address cost about 2,000 instructions, most of a v6 alert line.
-pub(crate) fn ip(w: &mut Vec<u8>, addr: IpAddr) -> io::Result<()> {
+pub(crate) fn ip(w: &mut Vec<u8>, addr: IpAddr) {
     match addr {
         IpAddr::V4(v4) => ipv4(w, v4),
         IpAddr::V6(v6) => ipv6(w, v6),
     }
-    Ok(())
 }
 
 /// Dotted decimal written in place (as in `num`), each octet's text from the table (three
@@ -703,12 +702,12 @@ pub fn json_line_with(w: &mut Vec<u8>, a: &Alert<'_>, frags: &mut Fragments) -> 
     Ok(())
 }
 
-fn endpoint(w: &mut Vec<u8>, addr: IpAddr, port: Option<u16>) -> io::Result<()> {
+fn endpoint(w: &mut Vec<u8>, addr: IpAddr, port: Option<u16>) {
     let v6 = addr.is_ipv6() && port.is_some();
     if v6 {
         w.push(b'[');
     }
-    ip(w, addr)?;
+    ip(w, addr);
     if v6 {
         w.push(b']');
     }
@@ -716,7 +715,6 @@ fn endpoint(w: &mut Vec<u8>, addr: IpAddr, port: Option<u16>) -> io::Result<()> 
         w.push(b':');
         self::port(w, p);
     }
-    Ok(())
 }
 
 /// Renders `a` as a text line:
@@ -733,9 +731,9 @@ pub fn text_line(w: &mut Vec<u8>, a: &Alert<'_>) -> io::Result<()> {
         Some(n) => write!(w, "{n} ")?,
         None => write!(w, "{} ", a.record.proto)?,
     }
-    endpoint(w, a.record.src, a.record.src_port)?;
+    endpoint(w, a.record.src, a.record.src_port);
     w.extend_from_slice(b" -> ");
-    endpoint(w, a.record.dest, a.record.dest_port)?;
+    endpoint(w, a.record.dest, a.record.dest_port);
     if !a.record.vlans.is_empty() {
         w.extend_from_slice(b" vlan=");
         for (i, v) in a.record.vlans.as_slice().iter().enumerate() {
@@ -794,7 +792,7 @@ mod tests {
         for a in addrs {
             let v4 = std::net::Ipv4Addr::from(a);
             let mut w = b"x".to_vec();
-            ip(&mut w, IpAddr::V4(v4)).unwrap();
+            ip(&mut w, IpAddr::V4(v4));
             assert_eq!(&w[1..], v4.to_string().as_bytes(), "{v4}");
         }
     }
@@ -846,7 +844,7 @@ mod tests {
         for g in addrs {
             let v6 = Ipv6Addr::from(g);
             let mut w = b"x".to_vec();
-            ip(&mut w, IpAddr::V6(v6)).unwrap();
+            ip(&mut w, IpAddr::V6(v6));
             assert_eq!(&w[1..], v6.to_string().as_bytes(), "{g:x?}");
         }
     }
