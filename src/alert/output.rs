@@ -166,7 +166,7 @@ impl WriterThread {
                 let run = |w: &mut Box<dyn Write + Send>,
                            op: &dyn Fn(&mut Box<dyn Write + Send>) -> io::Result<()>|
                  -> Failure {
-                    if err.get().is_none() {
+                    if !err.is_set() {
                         if let Err(e) = op(w) {
                             err.record(&e);
                         }
