@@ -13,10 +13,9 @@
 //! would only copy out as they are are read by us ([`plain`]: their bytes handed out where they
 //! lie in our read buffer, about 400 instructions a packet less than libpcap's two `fread`s);
 //! at the first record that is not plain, libpcap reads on from there, past the records we
-//! delivered. libpcap
-//! 1.10 stops on some valid pcapng files (interfaces of
-//! different link types or snap lengths, a section in the other byte order, a record longer than
-//! the snap length). When it does on a pcapng file that is a regular file, our own reader
+//! delivered. libpcap 1.10 stops on some valid pcapng files (interfaces of different link
+//! types or snap lengths, a section in the other byte order, a record longer than the snap
+//! length). When it does on a pcapng file that is a regular file, our own reader
 //! ([`pcapng`]) reads the same open file again from its start, passes over the packets libpcap
 //! already delivered and goes on from there, so packet numbers stay libpcap's (and Wireshark's
 //! frame numbers). Its frames then carry each packet's own interface's link type. Standard
