@@ -261,7 +261,10 @@ fn measure(name: &str, path: &Path, rules: Option<&Path>, runs: usize) {
         faulted.push(memory_floor(warm.max_rss_kib));
     }
     drop(batches);
+    // Leave no alert file behind: a flood's is half a gigabyte of dirty page cache, which the
+    // kernel would write back to disk while the next captures are measured.
     let _ = std::fs::remove_file(&floor_out);
+    let _ = std::fs::remove_file(&out);
     // The best of the runs too: on a shared machine noise only ever adds time.
     let (bb, ob) = (*bare.iter().min().unwrap(), *ours.iter().min().unwrap());
     let bufb = *buffered.iter().min().unwrap();
