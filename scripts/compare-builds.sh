@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Output equivalence of two exfilwatch builds, for changes meant to alter speed and nothing else
-# (how each step in the README's performance table was checked).
+# (how each step in benches/README.md's steps table was checked).
 #
 #   scripts/compare-builds.sh OLD_BINARY NEW_BINARY [--corpus DIR] [CAPTURE...]
 #
