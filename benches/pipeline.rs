@@ -26,9 +26,9 @@
 //! pipeline overlaps them on two cores.
 //!
 //! Two floors, also as ratios to the bare loop, for what any reader that does the job must
-//! spend besides reading: writing the alerts exfilwatch wrote (the same bytes, from memory, to
-//! a new file, in the writer's 256 KiB writes), and bringing in as much fresh memory as
-//! exfilwatch's peak RSS (allocated and filled, so every page is faulted in once).
+//! spend besides reading: writing the alerts exfilwatch wrote (the same bytes, to a new file,
+//! in the writer's 256 KiB writes from one reused buffer), and bringing in as much fresh
+//! memory as exfilwatch's peak RSS (allocated and filled, so every page is faulted in once).
 
 use exfilwatch::pipeline::FILE_BATCH;
 use std::path::{Path, PathBuf};
@@ -188,7 +188,8 @@ fn exfilwatch(path: &Path, rules: Option<&Path>, out: &Path) -> Run {
     let t = Instant::now();
     let mut child = cmd.spawn().expect("run exfilwatch");
     // The child's own high-water mark: VmHWM belongs to its address space (rusage's maxrss of
-    // children is the largest of all children so far).
+    // children is the largest of all children so far, and even wait4's for this child counts
+    // the bench's own pages from before the exec: 1,064 MiB for the flood, tried).
     let hwm = |pid: u32| -> Option<i64> {
         let st = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
         let l = st.lines().find(|l| l.starts_with("VmHWM:"))?;
