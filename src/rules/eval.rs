@@ -145,6 +145,9 @@ struct PortIndex {
     any: Bucket,
     /// Segment starts (sorted); segment `i` covers `starts[i]..starts[i+1]`.
     starts: Vec<u32>,
+    /// The segment of each port (65,536 entries), so a packet's is one load rather than a
+    /// binary search of `starts`; empty when there is one segment, which is then every port's.
+    seg_of: Vec<u16>,
     /// Rules whose port set covers each segment.
     lists: Vec<Bucket>,
     /// Per segment, the candidates whatever the addresses: its bucket's `always` and `any`'s,
@@ -174,6 +177,14 @@ impl PortIndex {
         bounds.sort_unstable();
         bounds.dedup();
         idx.starts = bounds[..bounds.len() - 1].to_vec();
+        if idx.starts.len() > 1 {
+            // At most 65,536 segments (one a port), so each index fits in 16 bits.
+            idx.seg_of = bounds
+                .windows(2)
+                .enumerate()
+                .flat_map(|(i, w)| std::iter::repeat_n(i as u16, (w[1] - w[0]) as usize))
+                .collect();
+        }
         let mut lists = vec![Vec::new(); idx.starts.len()];
         for &i in ids {
             if let Some(ps) = &rules[i].dest_port {
@@ -211,11 +222,11 @@ impl PortIndex {
         port: Option<u16>,
         out: &'a mut Vec<usize>,
     ) -> &'a [usize] {
-        // The segment holding the port (the first segment starts at 0, so there always is one).
+        // The segment holding the port (segment 0 when there is only one).
         let seg = port.map(|p| {
-            self.starts
-                .partition_point(|&s| s <= u32::from(p))
-                .wrapping_sub(1)
+            self.seg_of
+                .get(usize::from(p))
+                .map_or(0, |&i| usize::from(i))
         });
         // `any.always` is in rule order already (sorted, each once).
         let always = match seg {
