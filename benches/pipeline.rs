@@ -141,25 +141,32 @@ fn engine_alone(
     }
     engine.finish().expect("finish");
     drop(engine);
-    t.elapsed()
+    let elapsed = t.elapsed();
+    let _ = std::fs::remove_file(out);
+    elapsed
 }
 
-/// Writes `bytes` to a new file at `out` as exfilwatch's writer does: 256 KiB writes from one
-/// buffer it reuses (each piece copied into it first, as the writer formats into its buffer;
-/// writing straight from `bytes` would read half a gigabyte that is no longer in any cache).
+/// Writes as many bytes as `bytes` holds to a new file at `out` as exfilwatch's writer does:
+/// 256 KiB writes from one buffer it reuses (the writer formats into its own, so the kernel
+/// copies from memory in cache; writing straight from `bytes` would have it read half a
+/// gigabyte that is in no cache any more). The page cache's cost does not depend on the
+/// bytes, so the buffer holds the first 256 KiB of them throughout. Removes the file after.
 fn write_floor(bytes: &[u8], out: &Path) -> Duration {
     use std::io::Write;
     let _ = std::fs::remove_file(out);
-    let mut buf = vec![0u8; 256 << 10];
+    let buf = bytes[..bytes.len().min(256 << 10)].to_vec();
     let t = Instant::now();
     let mut f = std::fs::File::create(out).expect("create floor output");
-    for chunk in bytes.chunks(buf.len()) {
-        let b = &mut buf[..chunk.len()];
-        b.copy_from_slice(chunk);
-        f.write_all(b).expect("write floor output");
+    let mut left = bytes.len();
+    while left > 0 {
+        let n = left.min(buf.len());
+        f.write_all(&buf[..n]).expect("write floor output");
+        left -= n;
     }
     drop(f);
-    t.elapsed()
+    let elapsed = t.elapsed();
+    let _ = std::fs::remove_file(out);
+    elapsed
 }
 
 /// Allocates and fills `kib` KiB of fresh memory, then frees it.
@@ -177,7 +184,10 @@ struct Run {
     alerts: u64,
 }
 
-fn exfilwatch(path: &Path, rules: Option<&Path>, out: &Path) -> Run {
+/// Runs `exfilwatch read` over `path` with JSON alerts to a new file at `out`, which is
+/// removed once its alerts are counted unless `keep` (half a gigabyte of dirty page cache for
+/// a flood, which the kernel would write back while the next run is timed).
+fn exfilwatch(path: &Path, rules: Option<&Path>, out: &Path, keep: bool) -> Run {
     let _ = std::fs::remove_file(out);
     let mut cmd = Command::new(BIN);
     cmd.args(["read", "--quiet", "--alerts"]).arg(out);
@@ -213,6 +223,9 @@ fn exfilwatch(path: &Path, rules: Option<&Path>, out: &Path) -> Run {
     let alerts = std::fs::read(out)
         .map(|b| b.iter().filter(|&&c| c == b'\n').count() as u64)
         .unwrap_or(0);
+    if !keep {
+        let _ = std::fs::remove_file(out);
+    }
     Run {
         wall,
         max_rss_kib,
@@ -245,8 +258,9 @@ fn measure(name: &str, path: &Path, rules: Option<&Path>, runs: usize) {
     // Warm the page cache (and learn the alert bytes and peak RSS the floors need), then
     // interleave all of them so drift hits each alike.
     let _ = bare_loop(path);
-    let warm = exfilwatch(path, rules, &out);
+    let warm = exfilwatch(path, rules, &out, true);
     let alert_bytes = std::fs::read(&out).expect("read alerts");
+    let _ = std::fs::remove_file(&out);
     let floor_out = dir().join("floor.out");
     let batches = decoded_batches(path);
     for _ in 0..runs {
@@ -260,17 +274,13 @@ fn measure(name: &str, path: &Path, rules: Option<&Path>, runs: usize) {
         assert_eq!(m, n, "read and decode read every packet");
         decoding.push(t);
         engine.push(engine_alone(&batches, path, rules, &floor_out));
-        let r = exfilwatch(path, rules, &out);
+        let r = exfilwatch(path, rules, &out, false);
         ours.push(r.wall);
         last = Some(r);
         written.push(write_floor(&alert_bytes, &floor_out));
         faulted.push(memory_floor(warm.max_rss_kib));
     }
     drop(batches);
-    // Leave no alert file behind: a flood's is half a gigabyte of dirty page cache, which the
-    // kernel would write back to disk while the next captures are measured.
-    let _ = std::fs::remove_file(&floor_out);
-    let _ = std::fs::remove_file(&out);
     // The best of the runs too: on a shared machine noise only ever adds time.
     let (bb, ob) = (*bare.iter().min().unwrap(), *ours.iter().min().unwrap());
     let bufb = *buffered.iter().min().unwrap();
