@@ -178,12 +178,14 @@ impl PortIndex {
         bounds.dedup();
         idx.starts = bounds[..bounds.len() - 1].to_vec();
         if idx.starts.len() > 1 {
-            // At most 65,536 segments (one a port), so each index fits in 16 bits.
-            idx.seg_of = bounds
-                .windows(2)
-                .enumerate()
-                .flat_map(|(i, w)| std::iter::repeat_n(i as u16, (w[1] - w[0]) as usize))
-                .collect();
+            // `bounds` holds 0 and 65,536, so the segments cover every port once; there are at
+            // most 65,536 of them (one a port), so each number fits in 16 bits.
+            idx.seg_of = Vec::with_capacity(65_536);
+            for (i, w) in bounds.windows(2).enumerate() {
+                let n = (w[1] - w[0]) as usize;
+                idx.seg_of.extend(std::iter::repeat_n(i as u16, n));
+            }
+            debug_assert_eq!(idx.seg_of.len(), 65_536);
         }
         let mut lists = vec![Vec::new(); idx.starts.len()];
         for &i in ids {
@@ -388,6 +390,35 @@ mod tests {
                 .collect();
             assert_eq!(c(Some(p)), want, "port {p}");
         }
+    }
+
+    #[test]
+    fn test_port_segments_at_their_extremes() {
+        // One segment (no rule of the kind names a port): every port finds the portless rules.
+        let rs = set("[[rule]]\nid = \"a\"\nkind = \"egress\"\n");
+        let e = Evaluator::new(&rs);
+        let a: IpAddr = "10.0.1.5".parse().unwrap();
+        let mut v = Vec::new();
+        assert!(e.egress.seg_of.is_empty());
+        for p in [0, 1, 80, 65_534, 65_535] {
+            assert_eq!(e.egress.candidates(a, a, Some(p), &mut v), [0], "port {p}");
+        }
+        // 65,536 segments: a rule on every even port makes each port its own segment.
+        let ports: Vec<String> = (0..=65_535u32).step_by(2).map(|p| p.to_string()).collect();
+        let text = format!(
+            "[[rule]]\nid = \"even\"\nkind = \"egress\"\ndest_port = [{}]\n\
+             [[rule]]\nid = \"any\"\nkind = \"egress\"\n",
+            ports.join(", ")
+        );
+        let rs = set(&text);
+        let e = Evaluator::new(&rs);
+        assert_eq!(e.egress.starts.len(), 65_536);
+        assert_eq!(e.egress.seg_of.len(), 65_536);
+        for p in 0..=65_535u16 {
+            let want: &[usize] = if p % 2 == 0 { &[0, 1] } else { &[1] };
+            assert_eq!(e.egress.candidates(a, a, Some(p), &mut v), want, "port {p}");
+        }
+        assert_eq!(e.egress.candidates(a, a, None, &mut v), [1]);
     }
 
     #[test]
