@@ -143,10 +143,9 @@ impl Bucket {
 struct PortIndex {
     /// Rules without `dest_port`.
     any: Bucket,
-    /// Segment starts (sorted); segment `i` covers `starts[i]..starts[i+1]`.
-    starts: Vec<u32>,
-    /// The segment of each port (65,536 entries), so a packet's is one load rather than a
-    /// binary search of `starts`; empty when there is one segment, which is then every port's.
+    /// The segment of each port (65,536 entries): the ports between two consecutive bounds of
+    /// the rules' port ranges, numbered from 0. Empty when there is one segment, which is then
+    /// every port's.
     seg_of: Vec<u16>,
     /// Rules whose port set covers each segment.
     lists: Vec<Bucket>,
@@ -176,8 +175,8 @@ impl PortIndex {
         idx.any = Bucket::build(rules, &any);
         bounds.sort_unstable();
         bounds.dedup();
-        idx.starts = bounds[..bounds.len() - 1].to_vec();
-        if idx.starts.len() > 1 {
+        let segments = bounds.len() - 1;
+        if segments > 1 {
             // `bounds` holds 0 and 65,536, so the segments cover every port once; there are at
             // most 65,536 of them (one a port), so each number fits in 16 bits.
             idx.seg_of = Vec::with_capacity(65_536);
@@ -187,13 +186,12 @@ impl PortIndex {
             }
             debug_assert_eq!(idx.seg_of.len(), 65_536);
         }
-        let mut lists = vec![Vec::new(); idx.starts.len()];
+        let mut lists = vec![Vec::new(); segments];
         for &i in ids {
             if let Some(ps) = &rules[i].dest_port {
                 for &(a, b) in ps.ranges() {
-                    let first = idx.starts.partition_point(|&s| s < u32::from(a));
-                    let end = idx.starts.partition_point(|&s| s <= u32::from(b));
-                    for list in &mut lists[first..end] {
+                    // `a` starts a segment and `b` ends one: both are bounds.
+                    for list in &mut lists[idx.segment(a)..=idx.segment(b)] {
                         list.push(i);
                     }
                 }
@@ -214,6 +212,14 @@ impl PortIndex {
         idx
     }
 
+    /// The segment holding `port` (segment 0 when there is only one).
+    #[inline]
+    fn segment(&self, port: u16) -> usize {
+        self.seg_of
+            .get(usize::from(port))
+            .map_or(0, |&i| usize::from(i))
+    }
+
     /// The rules that may match a packet from `src` to `dest` on destination port `port`
     /// (`None`: a portless protocol), sorted, each once: the segment's `always` list when no
     /// network is indexed, else that and the network lookups gathered in `out`.
@@ -224,12 +230,7 @@ impl PortIndex {
         port: Option<u16>,
         out: &'a mut Vec<usize>,
     ) -> &'a [usize] {
-        // The segment holding the port (segment 0 when there is only one).
-        let seg = port.map(|p| {
-            self.seg_of
-                .get(usize::from(p))
-                .map_or(0, |&i| usize::from(i))
-        });
+        let seg = port.map(|p| self.segment(p));
         // `any.always` is in rule order already (sorted, each once).
         let always = match seg {
             Some(i) => self.always.get(i).map_or(&[][..], Vec::as_slice),
@@ -412,7 +413,7 @@ mod tests {
         );
         let rs = set(&text);
         let e = Evaluator::new(&rs);
-        assert_eq!(e.egress.starts.len(), 65_536);
+        assert_eq!(e.egress.lists.len(), 65_536);
         assert_eq!(e.egress.seg_of.len(), 65_536);
         for p in 0..=65_535u16 {
             let want: &[usize] = if p % 2 == 0 { &[0, 1] } else { &[1] };
