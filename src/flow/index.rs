@@ -220,13 +220,6 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    fn xorshift(x: &mut u64) -> u64 {
-        *x ^= *x << 13;
-        *x ^= *x >> 7;
-        *x ^= *x << 17;
-        *x
-    }
-
     /// Random inserts (by `insert` and by `find_or_insert`) and removals, with hashes crowded
     /// into few homes (long runs, wrapping at the array's end), checked against a std map
     /// after every step.
@@ -235,10 +228,10 @@ mod tests {
         for spread in [u32::MAX, 0xff, 0x0f] {
             let mut idx = Index::default();
             let mut model: HashMap<u32, u32> = HashMap::new(); // slot -> hash
-            let mut x = 0x2545_f491_4f6c_dd1d_u64 ^ u64::from(spread);
+            let mut next = crate::testing::xorshift(0x2545_f491_4f6c_dd1d_u64 ^ u64::from(spread));
             let mut next_slot = 0u32;
             for step in 0..60_000 {
-                let r = xorshift(&mut x);
+                let r = next();
                 if r % 5 < 3 || model.is_empty() {
                     // Hashes near the top too, so runs wrap around.
                     let hash =

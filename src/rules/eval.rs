@@ -440,79 +440,60 @@ mod tests {
         assert_eq!(got, [4999, 9999]);
     }
 
-    /// A tiny deterministic generator (xorshift) for the brute-force tests.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-    }
-
     #[test]
     fn test_network_index_finds_exactly_the_rules_that_match() {
         // 1,000 rules on random networks (src, dest, both, neither; v4 and v6; some negated,
         // some with ports) against brute force over every rule, on random tuples drawn near
         // those networks.
-        let mut g = Rng(0x2545_f491_4f6c_dd1d);
+        let mut next = crate::testing::xorshift(0x2545_f491_4f6c_dd1d);
+        let mut below = move |n: u64| next() % n;
         let mut nets = Vec::new();
         let mut text = String::new();
         for i in 0..1000 {
-            let v6 = g.below(5) == 0;
-            let len = if v6 {
-                32 + g.below(97)
-            } else {
-                8 + g.below(25)
-            };
+            let v6 = below(5) == 0;
+            let len = if v6 { 32 + below(97) } else { 8 + below(25) };
             let addr: IpAddr = if v6 {
-                format!("2001:db8:{:x}::", g.below(16)).parse().unwrap()
+                format!("2001:db8:{:x}::", below(16)).parse().unwrap()
             } else {
-                format!("10.{}.{}.0", g.below(4), g.below(4))
-                    .parse()
-                    .unwrap()
+                format!("10.{}.{}.0", below(4), below(4)).parse().unwrap()
             };
             let n = IpNetwork::new(addr, len as u8).unwrap();
             let net = format!("{}/{len}", n.network());
             nets.push(net.clone());
-            let kind = if g.below(2) == 0 {
+            let kind = if below(2) == 0 {
                 "egress"
             } else {
                 "new-connection"
             };
             text.push_str(&format!("[[rule]]\nid = \"r{i}\"\nkind = \"{kind}\"\n"));
-            match g.below(4) {
+            match below(4) {
                 0 => text.push_str(&format!("src = \"{net}\"\n")),
                 1 => text.push_str(&format!("dest = \"{net}\"\n")),
                 2 => text.push_str(&format!("src = \"{net}\"\ndest_not = \"10.0.0.0/16\"\n")),
                 _ => {}
             }
-            if g.below(3) == 0 {
-                text.push_str(&format!("dest_port = {}\n", 1000 + g.below(20)));
+            if below(3) == 0 {
+                text.push_str(&format!("dest_port = {}\n", 1000 + below(20)));
             }
         }
         let rs = set(&text);
         let e = Evaluator::new(&rs);
         let mut cand = Vec::new();
-        let pick = |g: &mut Rng| -> IpAddr {
-            if g.below(5) == 0 {
-                format!("2001:db8:{:x}::{:x}", g.below(16), g.below(65536))
+        let pick = |below: &mut dyn FnMut(u64) -> u64| -> IpAddr {
+            if below(5) == 0 {
+                format!("2001:db8:{:x}::{:x}", below(16), below(65536))
                     .parse()
                     .unwrap()
             } else {
-                format!("10.{}.{}.{}", g.below(4), g.below(4), g.below(256))
+                format!("10.{}.{}.{}", below(4), below(4), below(256))
                     .parse()
                     .unwrap()
             }
         };
         let mut matched = 0;
         for _ in 0..20_000 {
-            let (src, dest) = (pick(&mut g), pick(&mut g));
-            let port = Some(1000 + g.below(22) as u16);
+            let (src, dest) = (pick(&mut below), pick(&mut below));
+            let port = Some(1000 + below(22) as u16);
             for (index, kind) in [
                 (&e.egress, RuleKind::Egress),
                 (&e.new_connection, RuleKind::NewConnection),
