@@ -26,9 +26,9 @@
 //! pipeline overlaps them on two cores.
 //!
 //! Two floors, also as ratios to the bare loop, for what any reader that does the job must
-//! spend besides reading: writing the alerts exfilwatch wrote (the same bytes, to a new file,
-//! in the writer's 256 KiB writes from one reused buffer), and bringing in as much fresh
-//! memory as exfilwatch's peak RSS (allocated and filled, so every page is faulted in once).
+//! spend besides reading: writing as many bytes as exfilwatch's alerts to a new file, in the
+//! writer's 256 KiB writes from one reused buffer, and bringing in as much fresh memory as
+//! exfilwatch's peak RSS (allocated and filled, so every page is faulted in once).
 
 use exfilwatch::pipeline::FILE_BATCH;
 use std::path::{Path, PathBuf};
@@ -182,12 +182,14 @@ struct Run {
     wall: Duration,
     max_rss_kib: i64,
     alerts: u64,
+    /// The alert file's bytes.
+    alert_bytes: Vec<u8>,
 }
 
-/// Runs `exfilwatch read` over `path` with JSON alerts to a new file at `out`, which is
-/// removed once its alerts are counted unless `keep` (half a gigabyte of dirty page cache for
-/// a flood, which the kernel would write back while the next run is timed).
-fn exfilwatch(path: &Path, rules: Option<&Path>, out: &Path, keep: bool) -> Run {
+/// Runs `exfilwatch read` over `path` with JSON alerts to a new file at `out`, read back (the
+/// alerts are counted in it) and removed: a flood's is half a gigabyte of dirty page cache,
+/// which the kernel would write back while the next run is timed.
+fn exfilwatch(path: &Path, rules: Option<&Path>, out: &Path) -> Run {
     let _ = std::fs::remove_file(out);
     let mut cmd = Command::new(BIN);
     cmd.args(["read", "--quiet", "--alerts"]).arg(out);
@@ -220,16 +222,13 @@ fn exfilwatch(path: &Path, rules: Option<&Path>, out: &Path, keep: bool) -> Run 
         status.code().is_some_and(|c| c <= 1),
         "exfilwatch failed: {status}"
     );
-    let alerts = std::fs::read(out)
-        .map(|b| b.iter().filter(|&&c| c == b'\n').count() as u64)
-        .unwrap_or(0);
-    if !keep {
-        let _ = std::fs::remove_file(out);
-    }
+    let alert_bytes = std::fs::read(out).unwrap_or_default();
+    let _ = std::fs::remove_file(out);
     Run {
         wall,
         max_rss_kib,
-        alerts,
+        alerts: alert_bytes.iter().filter(|&&c| c == b'\n').count() as u64,
+        alert_bytes,
     }
 }
 
@@ -258,9 +257,7 @@ fn measure(name: &str, path: &Path, rules: Option<&Path>, runs: usize) {
     // Warm the page cache (and learn the alert bytes and peak RSS the floors need), then
     // interleave all of them so drift hits each alike.
     let _ = bare_loop(path);
-    let warm = exfilwatch(path, rules, &out, true);
-    let alert_bytes = std::fs::read(&out).expect("read alerts");
-    let _ = std::fs::remove_file(&out);
+    let warm = exfilwatch(path, rules, &out);
     let floor_out = dir().join("floor.out");
     let batches = decoded_batches(path);
     for _ in 0..runs {
@@ -274,10 +271,14 @@ fn measure(name: &str, path: &Path, rules: Option<&Path>, runs: usize) {
         assert_eq!(m, n, "read and decode read every packet");
         decoding.push(t);
         engine.push(engine_alone(&batches, path, rules, &floor_out));
-        let r = exfilwatch(path, rules, &out, false);
+        let r = exfilwatch(path, rules, &out);
         ours.push(r.wall);
-        last = Some(r);
-        written.push(write_floor(&alert_bytes, &floor_out));
+        // Its alerts are counted: keep no half gigabyte of them through the next runs.
+        last = Some(Run {
+            alert_bytes: Vec::new(),
+            ..r
+        });
+        written.push(write_floor(&warm.alert_bytes, &floor_out));
         faulted.push(memory_floor(warm.max_rss_kib));
     }
     drop(batches);
@@ -318,7 +319,7 @@ fn measure(name: &str, path: &Path, rules: Option<&Path>, runs: usize) {
     let (wm, fm) = (median(written), median(faulted));
     println!(
         "    floors: writing the {} MB of alerts {:.3} s ({:.2} times the bare loop), faulting in {} MiB {:.3} s ({:.2} times)",
-        alert_bytes.len() / 1_000_000,
+        warm.alert_bytes.len() / 1_000_000,
         wm.as_secs_f64(),
         wm.as_secs_f64() / b.as_secs_f64(),
         warm.max_rss_kib / 1024,
